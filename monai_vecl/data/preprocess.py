@@ -1,0 +1,50 @@
+"""Evaluation-time image preprocessing shared by evaluation and deployment (DESIGN §7).
+
+Grayscale in [0, 1] → longest side ``load_size`` keeping aspect → zero-pad to a square →
+centre crop ``image_size`` → normalise → repeat to 3 channels. The training loaders
+(DALI and MONAI) implement the same geometry with augmentation on top.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+MEAN = 0.4978
+STD = 0.2449
+
+
+def resize_longest_and_pad(image: torch.Tensor, load_size: int) -> torch.Tensor:
+    """[H, W] float → [load_size, load_size], longest side scaled to ``load_size``, zero padding centred."""
+    h, w = image.shape[-2:]
+    scale = load_size / max(h, w)
+    nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+    resized = F.interpolate(image[None, None], size=(nh, nw), mode="bilinear", align_corners=False, antialias=True)[0, 0]
+    top, left = (load_size - nh) // 2, (load_size - nw) // 2
+    out = torch.zeros(load_size, load_size, dtype=resized.dtype)
+    out[top : top + nh, left : left + nw] = resized
+    return out
+
+
+def center_crop(image: torch.Tensor, size: int) -> torch.Tensor:
+    h, w = image.shape[-2:]
+    top, left = (h - size) // 2, (w - size) // 2
+    return image[..., top : top + size, left : left + size]
+
+
+def preprocess_gray(
+    image: np.ndarray | torch.Tensor,
+    image_size: int = 224,
+    load_size: int = 256,
+    mean: float = MEAN,
+    std: float = STD,
+) -> torch.Tensor:
+    """Model input [3, image_size, image_size] from a 2-D grayscale image with values in [0, 1]."""
+    t = torch.as_tensor(np.asarray(image, dtype=np.float32))
+    if t.ndim != 2:
+        raise ValueError(f"expected a 2-D grayscale image, got shape {tuple(t.shape)}")
+    if not torch.isfinite(t).all():
+        raise ValueError("image has non-finite pixel values")
+    t = center_crop(resize_longest_and_pad(t.clamp(0, 1), load_size), image_size)
+    return ((t - mean) / std).expand(3, -1, -1).contiguous()
