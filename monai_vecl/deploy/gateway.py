@@ -1,0 +1,293 @@
+"""DICOM gateway: a Storage SCP that spools studies, runs the VECL app once a study is quiet,
+and sends the resulting SR back to the PACS.
+
+Threads: pynetdicom runs one thread per association (C-STORE handler: check, spool durably,
+record, answer); one processing thread runs the app study by study (the model is loaded once);
+one delivery thread sends SRs with retries and exponential backoff. All hand-over happens
+through the on-disk state machine (:mod:`monai_vecl.deploy.state`), so a kill at any point
+loses nothing. Logs name studies only by salted hashes of their UIDs.
+
+Run: ``python -m monai_vecl.deploy.gateway serve --config deploy/gateway.yaml``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import socket
+import threading
+import time
+from io import BytesIO
+from typing import Any, Protocol
+
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
+from pynetdicom.sop_class import Verification
+
+from monai_vecl.deploy.gateway_config import GatewayConfig
+from monai_vecl.deploy.intake import OUT_OF_RESOURCES, SUCCESS, IntakeError, check_instance, decode
+from monai_vecl.deploy.spool import Spool, uid_hash
+from monai_vecl.deploy.state import Delivery, Job, StateStore
+
+log = logging.getLogger("monai_vecl.deploy.gateway")
+
+# C-STORE response statuses a PACS uses for "stored" (success and the B0xx warnings).
+_STORED = (0x0000, 0xB000, 0xB006, 0xB007)
+# A-ASSOCIATE-RJ: rejected permanent, by the service user, calling AE title not recognised.
+_REJECT_CALLING_AE = (0x01, 0x01, 0x03)
+
+
+class Pipeline(Protocol):
+    def process(self, paths: list) -> Any: ...
+
+
+def state_db_path(config: GatewayConfig):
+    return config.spool_dir / "state.sqlite"
+
+
+def _set_nodelay(event: evt.Event) -> None:
+    """Disable Nagle's algorithm: small DIMSE PDUs otherwise wait ~40 ms for delayed ACKs (DESIGN §9)."""
+    sock = event.assoc.dul.socket.socket
+    if sock is not None:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+def load_pipeline(config: GatewayConfig) -> Pipeline:
+    """The MONAI Deploy app's study pipeline, built once per service (it loads the model)."""
+    from monai_vecl.deploy.pipeline import StudyPipeline
+
+    return StudyPipeline(config.pipeline)
+
+
+class GatewayService:
+    """The long-running gateway; ``start()`` returns once it listens, ``stop()`` shuts it down."""
+
+    def __init__(self, config: GatewayConfig, pipeline: Pipeline | None = None) -> None:
+        self.config = config
+        self.spool = Spool(config.spool_dir, salt=config.uid_salt)
+        self.state = StateStore(state_db_path(config))
+        self._pipeline = pipeline
+        self._accepted = frozenset(config.accepted_sop_classes)
+        self._stop = threading.Event()
+        self._delivery_wake = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._server = None
+
+    def _h(self, uid: str) -> str:
+        return uid_hash(uid, self.config.uid_salt)
+
+    @property
+    def port(self) -> int:
+        """The bound DICOM port (useful when the config asks for port 0)."""
+        if self._server is None:
+            raise RuntimeError("gateway not started")
+        return self._server.server_address[1]
+
+    def start(self) -> None:
+        recovered = self.state.recover()
+        cleared = self.spool.clear_tmp()
+        orphans = self._register_orphans()
+        log.info("recovery: %d interrupted studies re-queued, %d partial files removed, %d spooled files re-registered",
+                 recovered, cleared, orphans)
+        if self._pipeline is None:
+            self._pipeline = load_pipeline(self.config)
+        handlers = [(evt.EVT_REQUESTED, self._on_requested), (evt.EVT_C_STORE, self._on_store)]
+        if self.config.tcp_nodelay:
+            handlers.append((evt.EVT_CONN_OPEN, _set_nodelay))
+        self._server = self._make_ae().start_server(
+            (self.config.host, self.config.port), block=False, evt_handlers=handlers
+        )
+        for target, name in ((self._process_loop, "vecl-process"), (self._deliver_loop, "vecl-deliver")):
+            t = threading.Thread(target=target, name=name, daemon=True)
+            t.start()
+            self._threads.append(t)
+        log.info("listening as %s on %s:%d", self.config.ae_title, self.config.host, self.port)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self._stop.set()
+        self._delivery_wake.set()
+        if self._server is not None:
+            self._server.shutdown()
+        for t in self._threads:
+            t.join(timeout)
+        self.state.close()
+
+    def serve_forever(self) -> None:
+        """Start and block until :meth:`stop` (e.g. from a signal handler)."""
+        self.start()
+        self._stop.wait()
+
+    # --- receiving -------------------------------------------------------------------------
+
+    def _make_ae(self) -> AE:
+        ae = AE(ae_title=self.config.ae_title)
+        ae.require_called_aet = True
+        ae.maximum_associations = self.config.max_associations
+        ae.network_timeout = ae.acse_timeout = ae.dimse_timeout = self.config.network_timeout
+        # Every storage class is negotiable so that an unsupported one gets a clear 0x0122 status
+        # per instance instead of an opaque presentation-context rejection.
+        for cx in AllStoragePresentationContexts:
+            ae.add_supported_context(cx.abstract_syntax, ALL_TRANSFER_SYNTAXES)
+        ae.add_supported_context(Verification)
+        return ae
+
+    def _on_requested(self, event: evt.Event) -> None:
+        requestor = event.assoc.requestor
+        calling = requestor.primitive.calling_ae_title.strip()
+        if not any(p.allows(calling, requestor.address) for p in self.config.peers):
+            log.warning("rejected association: calling AE %r from %s is not an allowed peer", calling, requestor.address)
+            event.assoc.acse.send_reject(*_REJECT_CALLING_AE)
+            event.assoc.kill()
+
+    def _on_store(self, event: evt.Event) -> Dataset | int:
+        try:
+            return self._store(event)
+        except IntakeError as e:
+            log.warning("refused instance from %s: status 0x%04X, %s",
+                        event.assoc.requestor.ae_title, e.status, e.comment)
+            return _status(e.status, e.comment)
+        except OSError as e:
+            log.error("spool write failed (%s): answering out of resources", type(e).__name__)
+            return _status(OUT_OF_RESOURCES, "gateway spool unavailable")
+
+    def _store(self, event: evt.Event) -> int:
+        encoded = event.encoded_dataset()
+        ds = decode(encoded)
+        sop_uid = str(ds.get("SOPInstanceUID", ""))
+        if sop_uid and self.state.is_own_sr(sop_uid):
+            # A PACS routing the whole study back includes our SR: acknowledge, never process it.
+            log.info("ignored own SR %s routed back", self._h(sop_uid))
+            return SUCCESS
+        accepted = check_instance(ds, event.request.AffectedSOPClassUID, self._accepted)
+        # The digest leaves the file meta out: it names the sending AE, which is not content.
+        digest = hashlib.sha256(event.encoded_dataset(include_meta=False)).hexdigest()
+        path = self.spool.instance_path(accepted.study_uid, accepted.sop_uid)
+        if self.state.instance_digest(accepted.sop_uid) != (accepted.study_uid, digest):
+            self.spool.write(path, encoded)
+        new = self.state.record_instance(accepted.study_uid, accepted.sop_uid, digest, path)
+        log.info("study %s: %s instance %s", self._h(accepted.study_uid), "stored" if new else "already had",
+                 self._h(accepted.sop_uid))
+        return SUCCESS
+
+    def _register_orphans(self) -> int:
+        """Spooled files whose database row a crash prevented: register them (their bytes are complete)."""
+        known = self.state.known_paths()
+        count = 0
+        for path in self.spool.instance_files():
+            if str(path) in known:
+                continue
+            encoded = path.read_bytes()
+            try:
+                ds = decode(encoded)
+            except IntakeError:
+                log.error("unreadable spool file %s left in place", path.name)
+                continue
+            self.state.record_instance(str(ds.StudyInstanceUID), str(ds.SOPInstanceUID),
+                                       hashlib.sha256(_dataset_bytes(encoded)).hexdigest(), path)
+            count += 1
+        return count
+
+    # --- processing ------------------------------------------------------------------------
+
+    def _process_loop(self) -> None:
+        while not self._stop.is_set():
+            self.state.promote_quiet(self.config.quiet_seconds)
+            job = self.state.claim_next()
+            if job is None:
+                self._stop.wait(self.config.poll_seconds)
+                continue
+            self._process(job)
+
+    def _process(self, job: Job) -> None:
+        study = self._h(job.study_uid)
+        started = time.perf_counter()
+        try:
+            result = self._pipeline.process(job.paths)
+        except Exception as e:  # noqa: BLE001 - any app failure marks the study, the service goes on
+            # Only the exception type: messages can quote header values (patient data).
+            log.error("study %s: app failed with %s", study, type(e).__name__)
+            self.state.finish(job.study_uid, "failed", f"app error: {type(e).__name__}")
+            return
+        if result.sr is None:
+            log.info("study %s: no SR (%s)", study, result.skipped_reason)
+            self.state.finish(job.study_uid, "skipped", result.skipped_reason or "app produced no SR")
+            return
+        sr = result.sr
+        buffer = BytesIO()
+        sr.save_as(buffer, enforce_file_format=True)
+        path = self.spool.write(self.spool.sr_path(job.study_uid, sr.SOPInstanceUID), buffer.getvalue())
+        self.state.sr_written(job, str(sr.SOPInstanceUID), path)
+        log.info("study %s: SR %s written in %.2f s", study, self._h(sr.SOPInstanceUID), time.perf_counter() - started)
+        self._delivery_wake.set()
+
+    # --- delivery --------------------------------------------------------------------------
+
+    def _deliver_loop(self) -> None:
+        while not self._stop.is_set():
+            due = self.state.due_deliveries()
+            for delivery in due:
+                if self._stop.is_set():
+                    return
+                self._deliver(delivery)
+            if not due:
+                self._delivery_wake.wait(self.config.poll_seconds)
+                self._delivery_wake.clear()
+
+    def _deliver(self, delivery: Delivery) -> None:
+        study = self._h(delivery.study_uid)
+        error = send_file(self.config, delivery.sr_path)
+        if error is None:
+            self.state.delivered(delivery)
+            log.info("study %s: SR %s delivered to %s", study, self._h(delivery.sr_uid),
+                     self.config.destination.ae_title)
+            return
+        attempt = delivery.attempts + 1
+        if attempt >= self.config.max_attempts:
+            log.error("study %s: delivery failed %d times (%s); SR kept in the outbox", study, attempt, error)
+            self.state.delivery_failed(delivery, error, retry_at=None)
+            return
+        delay = min(self.config.backoff_seconds * 2 ** (attempt - 1), self.config.backoff_max_seconds)
+        log.warning("study %s: delivery attempt %d failed (%s); retry in %.1f s", study, attempt, error, delay)
+        self.state.delivery_failed(delivery, error, retry_at=time.time() + delay)
+
+
+def _status(code: int, comment: str) -> Dataset:
+    rsp = Dataset()
+    rsp.Status = code
+    rsp.ErrorComment = comment
+    return rsp
+
+
+def _dataset_bytes(encoded: bytes) -> bytes:
+    """The data set part of a DICOM file (what ``encoded_dataset(include_meta=False)`` returns)."""
+    meta_group_length = int.from_bytes(encoded[140:144], "little")  # (0002,0000) UL value after preamble
+    return encoded[144 + meta_group_length:]
+
+
+def send_file(config: GatewayConfig, path) -> str | None:
+    """C-STORE one DICOM file to the configured destination; returns None on success, else why not."""
+    ds = dcmread(path, stop_before_pixels=True)
+    ae = AE(ae_title=config.ae_title)
+    ae.network_timeout = ae.acse_timeout = ae.dimse_timeout = config.network_timeout
+    ae.add_requested_context(ds.SOPClassUID, ds.file_meta.TransferSyntaxUID)
+    handlers = [(evt.EVT_CONN_OPEN, _set_nodelay)] if config.tcp_nodelay else []
+    dest = config.destination
+    assoc = ae.associate(dest.host, dest.port, ae_title=dest.ae_title, evt_handlers=handlers)
+    if not assoc.is_established:
+        return "association rejected" if assoc.is_rejected else "destination unreachable"
+    try:
+        status = assoc.send_c_store(path)
+    finally:
+        assoc.release()
+    if not status or "Status" not in status:
+        return "no C-STORE response"
+    if status.Status not in _STORED:
+        return f"C-STORE status 0x{status.Status:04X}"
+    return None
+
+
+if __name__ == "__main__":
+    from monai_vecl.deploy.gateway_cli import main
+
+    raise SystemExit(main())

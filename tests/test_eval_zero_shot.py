@@ -1,0 +1,72 @@
+"""Zero-shot POS/PNC scoring against a brute-force per-pair computation (DESIGN §6)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from monai_vecl.evaluation.zero_shot import ZeroShotClassifier
+from monai_vecl.networks import build_vecl
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return build_vecl("small")
+
+
+def _brute_force_entail(model, images, texts):
+    """p_e for every pair, one full forward per (image, text) pair."""
+    model.eval()
+    out = torch.zeros(len(images), len(texts))
+    with torch.no_grad():
+        for j, text in enumerate(texts):
+            tok = model.tokenize([text])
+            for i in range(len(images)):
+                logits = model(images[i : i + 1], tok["input_ids"], tok["attention_mask"]).logits
+                out[i, j] = torch.softmax(logits.float(), -1)[0, 0, 0]
+    return out
+
+
+def test_pos_and_pnc_match_per_pair_definition(model):
+    classes = ["Pleural Effusion", "Pneumothorax", "Cardiomegaly"]
+    images = torch.randn(3, 3, model.image_size, model.image_size)
+    clf = ZeroShotClassifier(model, classes, chunk_size=2)
+    p_pos = _brute_force_entail(model, images, [f"There is {c}" for c in classes])
+    p_neg = _brute_force_entail(model, images, [f"There is no {c}" for c in classes])
+    torch.testing.assert_close(clf.scores(images, mode="pos"), p_pos, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(clf.scores(images, mode="pnc"), p_pos / (p_pos + p_neg), atol=1e-5, rtol=1e-4)
+
+
+def test_chunking_does_not_change_scores_and_prompts_are_encoded_once(model, monkeypatch):
+    classes = ["Atelectasis", "Edema", "Hernia", "Fibrosis", "Lung Nodule"]
+    images = torch.randn(5, 3, model.image_size, model.image_size)
+    reference = ZeroShotClassifier(model, classes, chunk_size=64).scores(images)
+    calls = []
+    original = model.encode_texts
+    monkeypatch.setattr(model, "encode_texts", lambda *a, **k: calls.append(1) or original(*a, **k))
+    clf = ZeroShotClassifier(model, classes, chunk_size=2)
+    first = clf.scores(images)
+    n_calls = len(calls)
+    second = clf.scores(images[:3], mode="pos")
+    assert n_calls == 6  # 5 positive + 5 negative prompts in chunks of 2 -> 3 + 3 calls
+    assert len(calls) == n_calls  # the second call reused the cached prompt features
+    torch.testing.assert_close(first, reference, atol=1e-5, rtol=1e-4)
+    assert first.shape == (5, 5) and ((first >= 0) & (first <= 1)).all()
+    assert second.shape == (3, 5)
+
+
+def test_scoring_restores_training_mode_and_rejects_bad_input(model):
+    model.train()
+    clf = ZeroShotClassifier(model, ["Pneumonia"])
+    clf.scores(torch.randn(1, 3, model.image_size, model.image_size))
+    assert model.training
+    with pytest.raises(ValueError, match="mode"):
+        clf.scores(torch.randn(1, 3, model.image_size, model.image_size), mode="neg")
+    with pytest.raises(ValueError, match=r"\[N, 3, S, S\]"):
+        clf.scores(torch.randn(3, model.image_size, model.image_size))
+    with pytest.raises(ValueError, match="template"):
+        ZeroShotClassifier(model, ["A"], pos_template="There is")
+    with pytest.raises(ValueError, match="duplicate"):
+        ZeroShotClassifier(model, ["A", "A"])
+    assert clf.scores(torch.zeros(0, 3, model.image_size, model.image_size)).shape == (0, 1)
