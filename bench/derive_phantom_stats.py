@@ -31,8 +31,10 @@ LLM labels of MIMIC-CXR (WVeLong/VECL, MIT: Llama-3.1-70B sentence labels, one r
 the drawn codes) with their image counts; ``residual_prevalence``: per-finding rate among the
 other images; ``negation_rate``: P(finding negated | not positive); ``negative_cells``: the most
 frequent label sets of all-negative sentences (how negations are grouped into one sentence);
-``n_negative_sentences`` / ``n_no_mention_sentences``: per-image counts (last bin = that or more).
-"""
+``negative_cell_rate``: how often an image has such a sentence when none of its findings is positive;
+``n_no_mention_sentences``: per-image counts of No Mention sentences, sampled by the generator;
+``n_negative_sentences``: per-image counts of distinct all-negative sentences, kept to compare
+against (last bin = that or more)."""
 
 STATS = {stats}
 
@@ -74,6 +76,8 @@ def derive(label_dir: Path, top_patterns: int, top_neg_cells: int) -> dict:
     absent: Counter = Counter()
     negated_when_absent: Counter = Counter()
     neg_cells: Counter = Counter()
+    positive_sets: Counter = Counter()
+    consistent_neg_cells: Counter = Counter()  # negations of findings the same report does not call positive
     n_neg_sentences: Counter = Counter()
     n_no_mention: Counter = Counter()
     malformed: Counter = Counter()
@@ -82,12 +86,14 @@ def derive(label_dir: Path, top_patterns: int, top_neg_cells: int) -> dict:
         pos = {code_of(x) for s in sentences for x in s if x.endswith("+")}
         neg = {code_of(x) for s in sentences for x in s if x.endswith("-")}
         patterns[tuple(sorted(pos & set(PHANTOM_CODES)))] += 1
+        positive_sets[frozenset(pos)] += 1
         for code in range(1, 25):
             if code not in pos:
                 absent[code] += 1
                 negated_when_absent[code] += code in neg
         negs = {s for s in sentences if all(x.endswith("-") for x in s)}
         neg_cells.update(negs)
+        consistent_neg_cells.update(s for s in negs if not {code_of(x) for x in s} & pos)
         n_neg_sentences[min(len(negs), 8)] += 1
         n_no_mention[min(sum(s == ("25",) for s in sentences), 6)] += 1
     top = patterns.most_common(top_patterns)
@@ -106,6 +112,11 @@ def derive(label_dir: Path, top_patterns: int, top_neg_cells: int) -> dict:
         "negation_rate": {k: round(negated_when_absent[k] / absent[k], 4) for k in range(1, 25) if absent[k]},
         "negative_cell_coverage": round(sum(c for _, c in cells) / sum(neg_cells.values()), 4),
         "negative_cells": [(tuple(code_of(x) for x in cell), c) for cell, c in cells],
+        # P(an image has this negative sentence | none of its findings is positive in that image)
+        "negative_cell_rate": [
+            (codes, round(consistent_neg_cells[cell] / sum(n for pos, n in positive_sets.items() if not pos & set(codes)), 5))
+            for cell, codes in ((cell, tuple(code_of(x) for x in cell)) for cell, _ in cells)
+        ],
         "n_negative_sentences": sorted(n_neg_sentences.items()),
         "n_no_mention_sentences": sorted(n_no_mention.items()),
     }

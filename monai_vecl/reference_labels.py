@@ -52,19 +52,25 @@ class LabelStats:
     """
 
     rows: int = 0
-    sentences: int = 0
     malformed: int = 0
-    label_counts: Counter = field(default_factory=Counter)
-    _cells: set[str] = field(default_factory=set, repr=False)
+    cell_counts: Counter = field(default_factory=Counter)  # raw cell text -> occurrences
+
+    @property
+    def sentences(self) -> int:
+        return sum(self.cell_counts.values())
 
     @property
     def distinct_cells(self) -> int:
-        return len(self._cells)
+        return len({re.sub(r"\s+", " ", text.strip()) for text in self.cell_counts})
 
-    def add_cell(self, text: str) -> None:
-        self.sentences += 1
-        self._cells.add(re.sub(r"\s+", " ", text.strip()))
-        self.label_counts.update(item for item in (x.strip() for x in text.split(",")) if item in LABEL_INDEX)
+    @property
+    def label_counts(self) -> Counter:
+        counts: Counter = Counter()
+        for text, n in self.cell_counts.items():
+            for item in (x.strip() for x in text.split(",")):
+                if item in LABEL_INDEX:
+                    counts[item] += n
+        return counts
 
 
 @dataclass
@@ -74,6 +80,20 @@ class LabelTable:
     rows: list[LabelRow] = field(default_factory=list)
     issues: list[MalformedCell] = field(default_factory=list)
     stats: LabelStats = field(default_factory=LabelStats)
+    # A few thousand distinct cell texts repeat over 1.4 M cells: parse each text once.
+    _parsed: dict[str, tuple[str, ...] | ValueError] = field(default_factory=dict, repr=False)
+
+    def parse(self, cell: str) -> tuple[str, ...] | None:
+        """:func:`parse_cell` with a per-table cache (errors are cached and re-raised too)."""
+        if cell not in self._parsed:
+            try:
+                self._parsed[cell] = parse_cell(cell)
+            except ValueError as err:
+                self._parsed[cell] = err
+        result = self._parsed[cell]
+        if isinstance(result, ValueError):
+            raise result
+        return result
 
 
 def _iter_rows(path: Path, errors: str, table: LabelTable) -> Iterator[LabelRow]:
@@ -92,9 +112,9 @@ def _iter_rows(path: Path, errors: str, table: LabelTable) -> Iterator[LabelRow]
                     raise ValueError(
                         f"{path}: row {row_no}, column {col_no}: label cell {cell!r} after padding at column {padding_from}"
                     )
-                table.stats.add_cell(cell)
+                table.stats.cell_counts[cell] += 1
                 try:
-                    row.append(parse_cell(cell))
+                    row.append(table.parse(cell))
                 except ValueError as err:
                     issue = MalformedCell(str(path), row_no, col_no, cell, str(err))
                     if errors == "raise":

@@ -141,6 +141,8 @@ class _Lungs:
 def render(case: Case, size: int, rng: np.random.Generator) -> np.ndarray:
     """Draw ``case`` as an 8-bit grayscale image of shape [size, size]."""
     a, f = case.anatomy, case.findings
+    # separate streams: adding a finding must not change the patient's texture and noise
+    rng, noise_rng = rng.spawn(2)
     fr = _Frame(size, a)
     x, y = fr.x, fr.y
     edge = 1.2 * fr.px
@@ -153,22 +155,31 @@ def render(case: Case, size: int, rng: np.random.Generator) -> np.ndarray:
     ctr = f[CARDIOMEGALY]["ctr"] if CARDIOMEGALY in f else a["ctr"]
     heart_hw = ctr * a["chest_hw"]
     heart_hh = 0.55 * heart_hw + 0.06
-    heart_cx, heart_cy = 0.35 * heart_hw - 0.03, a["dome_y"] + 0.07 - heart_hh
-    heart = _soft(1 - ((x - heart_cx) / heart_hw) ** 2 - ((y - heart_cy) / heart_hh) ** 2, 0.04)
-    aorta = _soft(1 - ((x - 0.1) ** 2 + (y - heart_cy + heart_hh + 0.02) ** 2) / 0.07**2, 0.03)
+    heart_cx, heart_cy = 0.35 * heart_hw - 0.03, a["dome_y"] + 0.12 - heart_hh
+    # the cardiac silhouette is an ellipse tilted along the heart's long axis, resting on the diaphragm
+    hx, hy = x - heart_cx, y - heart_cy
+    tilt_c, tilt_s = np.cos(0.45), np.sin(0.45)
+    heart = _soft(1 - ((tilt_c * hx + tilt_s * hy) / heart_hw) ** 2 - ((-tilt_s * hx + tilt_c * hy) / heart_hh) ** 2, 0.04)
+    knob_y = heart_cy - heart_hh - 0.02
+    aorta = _soft(1 - ((x - 0.1) ** 2 + (y - knob_y) ** 2) / 0.07**2, 0.03)
     mediastinum = np.maximum(
-        _soft(a["mediastinum_hw"] - np.abs(x - 0.02), edge) * _soft(heart_cy - y, 0.05), aorta
+        _soft(a["mediastinum_hw"] + 0.05 * np.clip(y - knob_y, 0, None) - np.abs(x - 0.02), edge)
+        * _soft(heart_cy - y, 0.05),
+        aorta,
     )
-    body = _soft(1 - (np.abs(x / (a["chest_hw"] + 0.13)) ** 3 + np.abs((y - 0.2) / 1.25) ** 3), 0.02)
+    body_hw = a["chest_hw"] + 0.14
+    body = _soft(1 - (np.abs(x / body_hw) ** 4 + np.abs((y - 0.45) / 1.55) ** 4), 0.02)
+    # elliptical cross-section: the chest wall thins towards the flanks
+    thickness = a["tissue"] * 0.62 * np.sqrt(np.clip(1 - (x / (body_hw + 0.02)) ** 2, 0, 1)) * body
     lung_side = {s: _soft(lungs[s].field(x, y), edge) for s in SIDE_SIGN}
     not_central = (1 - heart) * (1 - mediastinum)
     lung = (lung_side["right"] + lung_side["left"]) * not_central
 
-    att = a["tissue"] * 0.55 * body
-    att += 0.1 * body * _soft((y - a["dome_y"] - 0.1) * 1.0, 0.1)  # abdomen thicker than chest wall
-    att += 0.16 * heart + 0.16 * mediastinum
-    att += 0.2 * _soft(0.065 - np.abs(x), edge) * (0.85 + 0.15 * np.cos(y * 2 * np.pi / 0.115))  # spine
-    att -= 0.4 * lung
+    att = thickness * (1 - 0.72 * lung)
+    att += 0.08 * body * _soft(y - a["dome_y"] - 0.1, 0.1)  # abdomen thicker than chest wall
+    att += 0.07 * heart + 0.08 * mediastinum
+    att += 0.06 * _soft(0.065 - np.abs(x), edge) * (0.85 + 0.15 * np.cos(y * 2 * np.pi / 0.115))  # spine
+    att -= 0.08 * _soft(0.028 - np.abs(x - 0.01), edge) * _soft(a["lung_top"] + 0.5 - y, 0.02)  # tracheal air
     if a["breasts"] > 0:
         for s in SIDE_SIGN.values():
             att += a["breasts"] * _soft(
@@ -177,7 +188,8 @@ def render(case: Case, size: int, rng: np.random.Generator) -> np.ndarray:
     if a["gastric_bubble"]:
         bubble = 1 - ((x - lungs["left"].cx) / 0.09) ** 2 - ((y - lungs["left"].dome - 0.13) / 0.055) ** 2
         att -= 0.18 * _soft(bubble, 0.05) * body
-    att += _ribs(a, f.get(FRACTURE), x, y, lungs, edge)
+    # ribs stand out against aerated lung, much less against the heart and abdomen
+    att += _ribs(a, f.get(FRACTURE), x, y, lungs, edge) * (0.4 + 0.6 * lung)
 
     lines = _Lines(fr)
     thick = _Lines(fr)
@@ -218,16 +230,16 @@ def render(case: Case, size: int, rng: np.random.Generator) -> np.ndarray:
                 length, tilt = rng.uniform(0.14, 0.26), rng.uniform(-0.18, 0.18)
                 uu = np.array([u0 - length / 2, u0 + length / 2])
                 thick.add(uu, np.array([v0 - tilt * length / 2, v0 + tilt * length / 2]), 0.2)
-    for code, amplitude in ((CONSOLIDATION, 0.42), (PNEUMONIA, 0.42), (OPACITY, 0.2)):
-        if code in f and "region" in f[code]:
-            r = f[code]["region"]
-            lg = lungs[r["side"]]
-            cx, cy = _zone_point(rng, lg, r["zone"])
-            spread = 0.1 if code != OPACITY else 0.14
-            mask = _patch(rng, x, y, cx, cy, spread, 1.0, 7) * lung
-            mottle = 1 + 0.35 * _smooth_noise(rng, size, 2.5 / fr.zoom * size / 256)
-            att += amplitude * mask * mottle
-            keep_markings *= 1 - 0.6 * mask
+    region_code = next((c for c in (CONSOLIDATION, PNEUMONIA, OPACITY) if c in f), None)
+    if region_code is not None:
+        # one airspace region per image; a hazy opacity alone is fainter and broader than consolidation
+        r = f[region_code]["region"]
+        faint = region_code == OPACITY
+        cx, cy = _zone_point(rng, lungs[r["side"]], r["zone"])
+        mask = _patch(rng, x, y, cx, cy, 0.14 if faint else 0.1, 1.0, 7) * lung
+        mottle = 1 + 0.2 * _smooth_noise(rng, size, 4 * size / 256)
+        att += (0.2 if faint else 0.42) * mask * mottle
+        keep_markings *= 1 - 0.6 * mask
     for code, amplitude in ((NODULE, 0.32), (MASS, 0.4)):
         if code in f:
             n = f[code]
@@ -247,18 +259,16 @@ def render(case: Case, size: int, rng: np.random.Generator) -> np.ndarray:
     if DEVICES in f:
         _devices(f[DEVICES]["devices"], lines, thick, heart_cx, heart_cy, heart_hw, a)
 
-    markings = _smooth_noise(rng, size, 1.1 * size / 256) - 0.6 * _smooth_noise(rng, size, 3.5 * size / 256)
+    markings = _smooth_noise(noise_rng, size, 1.6 * size / 256) - 0.5 * _smooth_noise(noise_rng, size, 5 * size / 256)
     vessel_amp = a["markings"] * (1.0 + (0.5 * f[EDEMA]["severity"] if EDEMA in f else 0.0))
     att += vessel_amp * markings * lung * keep_markings * (0.35 + 0.65 * hilum)
-    att += 0.02 * _smooth_noise(rng, size, 8 * size / 256) * body
+    att += 0.02 * _smooth_noise(noise_rng, size, 8 * size / 256) * body
     att += lines.render(0.6 * size / 256) + thick.render(1.6 * size / 256)
 
-    gain = 1 - np.exp(-2.4 * np.clip(att, 0, None))
-    img = gain / (1 - np.exp(-2.4 * 0.95))
-    img = (np.clip(img, 0, 1) - a["window_lo"]) / (a["window_hi"] - a["window_lo"])
+    img = (np.clip(att / 0.85, 0, 1) - a["window_lo"]) / (a["window_hi"] - a["window_lo"])
     img = np.clip(img, 0, 1) ** a["gamma"]
     img = gaussian_filter(img, a["blur"] * size / 256)
-    img += a["noise"] * np.sqrt(img + 0.05) * rng.standard_normal(img.shape, dtype=np.float32)
+    img += a["noise"] * np.sqrt(img + 0.05) * noise_rng.standard_normal(img.shape, dtype=np.float32)
     return (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)
 
 
@@ -279,7 +289,8 @@ def _patch(rng: np.random.Generator, x, y, cx: float, cy: float, spread: float, 
         cx + rng.normal(0, spread, blobs), cy + rng.normal(0, 0.7 * spread, blobs), rng.uniform(0.5, 1.0, blobs) * spread
     ):
         acc += np.exp(-(((x - bx) ** 2 + (y - by) ** 2) / (2 * s * s)))
-    return amplitude * _soft(acc - 0.45, 0.18)
+    t = np.clip((acc - 0.2) / 0.6, 0, 1)
+    return amplitude * t * t * (3 - 2 * t)  # smoothstep: fuzzy margin, exactly zero away from the patch
 
 
 def _ribs(a: dict, fracture: dict | None, x, y, lungs: dict, edge: float) -> np.ndarray:

@@ -201,21 +201,19 @@ def positive_sentences(case: Case, rng: np.random.Generator) -> list[tuple[str, 
     return out
 
 
-def negative_sentences(blocked: set[int], n: int, rng: np.random.Generator) -> list[tuple[str, tuple[int, ...]]]:
-    """``n`` negated-finding sentences whose groupings follow the real negative cells; none names a blocked code."""
-    cells = [(codes, count) for codes, count in STATS["negative_cells"] if not set(codes) & blocked]
-    if not cells or n <= 0:
-        return []
-    weights = np.array([c for _, c in cells], np.float64)
-    chosen = rng.choice(len(cells), size=min(n, len(cells)), replace=False, p=weights / weights.sum())
+def negative_sentences(blocked: set[int], rng: np.random.Generator) -> list[tuple[str, tuple[int, ...]]]:
+    """Negated-finding sentences: each real grouping (``negative_cells``, e.g. effusion + pneumothorax) that
+    names no blocked finding is said with the rate real reports say it when its findings are absent."""
     out = []
-    for i in chosen:
-        codes = cells[i][0]
+    for codes, rate in STATS["negative_cell_rate"]:
+        if set(codes) & blocked or rng.random() >= rate:
+            continue
         if codes in NEGATED_SENTENCES and rng.random() < 0.5:
             out.append((_pick(rng, NEGATED_SENTENCES[codes]), codes))
             continue
         nouns = [_pick(rng, NEGATED_NOUNS[c]) for c in rng.permutation(codes)]
-        listed = nouns[0] if len(nouns) == 1 else ", ".join(nouns[:-1]) + _pick(rng, (" or ", ", or ")) + nouns[-1]
+        conj = _pick(rng, (" or ", ", or ")) if len(nouns) > 2 else " or "
+        listed = nouns[0] if len(nouns) == 1 else ", ".join(nouns[:-1]) + conj + nouns[-1]
         out.append((_cap(_pick(rng, _LIST_FORMS).format(listed)), codes))
     return out
 
@@ -234,7 +232,7 @@ def write_report(case: Case, rng: np.random.Generator) -> list[Sentence]:
     blocked = present | ({OPACITY} if present & lung_density else set())
     signed = lambda items, sign: [(text, tuple(f"{c}{sign}" for c in codes)) for text, codes in items]  # noqa: E731
     positives = signed(positive_sentences(case, rng), "+")
-    negatives = signed(negative_sentences(blocked, _count(rng, STATS["n_negative_sentences"]), rng), "-")
+    negatives = signed(negative_sentences(blocked, rng), "-")
     others = [(_pick(rng, NO_MENTION), ("25",)) for _ in range(_count(rng, STATS["n_no_mention_sentences"]))]
 
     def organ_order(item: tuple[str, tuple[str, ...]]) -> float:

@@ -6,8 +6,10 @@ LLM labels of MIMIC-CXR (WVeLong/VECL, MIT: Llama-3.1-70B sentence labels, one r
 the drawn codes) with their image counts; ``residual_prevalence``: per-finding rate among the
 other images; ``negation_rate``: P(finding negated | not positive); ``negative_cells``: the most
 frequent label sets of all-negative sentences (how negations are grouped into one sentence);
-``n_negative_sentences`` / ``n_no_mention_sentences``: per-image counts (last bin = that or more).
-"""
+``negative_cell_rate``: how often an image has such a sentence when none of its findings is positive;
+``n_no_mention_sentences``: per-image counts of No Mention sentences, sampled by the generator;
+``n_negative_sentences``: per-image counts of distinct all-negative sentences, kept to compare
+against (last bin = that or more)."""
 
 STATS = {'phantom_codes': (1, 2, 3, 4, 5, 6, 7, 8, 9, 15, 16, 20),
  'n_images': 106416,
@@ -126,6 +128,21 @@ STATS = {'phantom_codes': (1, 2, 3, 4, 5, 6, 7, 8, 9, 15, 16, 20),
                     ((2, 3, 6, 15), 184), ((7, 9), 181), ((2, 17), 178), ((2, 3, 6, 8), 174), ((3, 6, 8), 144),
                     ((2, 3, 5, 8), 141), ((12, 15), 138), ((1, 2, 3, 15), 135), ((3, 17), 133), ((1, 2), 130),
                     ((2, 3, 5), 127)],
+ 'negative_cell_rate': [((3,), 0.31369), ((20,), 0.16519), ((2, 3), 0.30794), ((2,), 0.22699), ((4,), 0.199),
+                        ((6,), 0.13541), ((16,), 0.15167), ((17,), 0.13326), ((8,), 0.1143),
+                        ((1, 2, 3, 4, 6, 8), 0.24643), ((2, 3, 15), 0.1562), ((5,), 0.09586), ((15,), 0.0752),
+                        ((4, 17), 0.07502), ((1,), 0.01509), ((6, 15), 0.01871), ((2, 15), 0.02505),
+                        ((6, 8), 0.01953), ((5, 15), 0.01608), ((3, 15), 0.01393), ((2, 3, 8, 15), 0.0208),
+                        ((2, 8, 15), 0.01973), ((2, 6, 8), 0.01201), ((3, 8), 0.0131), ((2, 3, 8), 0.01442),
+                        ((2, 6), 0.00893), ((12,), 0.00396), ((2, 8), 0.00946), ((8, 15), 0.01008),
+                        ((3, 20), 0.00495), ((5, 6), 0.00562), ((10,), 0.00367), ((4, 8), 0.00229), ((9,), 0.00175),
+                        ((3, 6), 0.00372), ((2, 13, 18), 0.0054), ((2, 4, 6), 0.00449), ((14,), 0.00217),
+                        ((2, 3, 6), 0.00397), ((3, 16), 0.00251), ((3, 8, 15), 0.00306), ((7,), 0.00186),
+                        ((2, 4), 0.00402), ((4, 6), 0.00314), ((1, 6), 0.00113), ((2, 10), 0.00308),
+                        ((2, 3, 17), 0.00214), ((1, 15), 0.00102), ((11,), 0.00113), ((2, 3, 6, 15), 0.0024),
+                        ((7, 9), 0.00168), ((2, 17), 0.0023), ((2, 3, 6, 8), 0.00234), ((3, 6, 8), 0.00151),
+                        ((2, 3, 5, 8), 0.00184), ((12, 15), 0.00047), ((1, 2, 3, 15), 0.00171), ((3, 17), 0.00115),
+                        ((1, 2), 0.00054), ((2, 3, 5), 0.00154)],
  'n_negative_sentences': [(0, 8507), (1, 20823), (2, 25610), (3, 23395), (4, 16962), (5, 7388), (6, 2782), (7, 784),
                           (8, 165)],
  'n_no_mention_sentences': [(0, 45984), (1, 19995), (2, 16000), (3, 9990), (4, 7192), (5, 3672), (6, 3583)]}

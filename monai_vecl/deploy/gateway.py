@@ -22,6 +22,7 @@ from typing import Any, Protocol
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
+from pydicom.uid import generate_uid
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
 from pynetdicom.sop_class import Verification
 
@@ -57,6 +58,8 @@ def load_pipeline(config: GatewayConfig) -> Pipeline:
     """The MONAI Deploy app's study pipeline, built once per service (it loads the model)."""
     from monai_vecl.deploy.pipeline import StudyPipeline
 
+    if config.pipeline is None:
+        raise ValueError("gateway config names no app settings: set 'pipeline' or add a 'deploy:' section")
     return StudyPipeline(config.pipeline)
 
 
@@ -85,13 +88,14 @@ class GatewayService:
         return self._server.server_address[1]
 
     def start(self) -> None:
+        # The model loads first: recovery then restarts quiet periods right before we listen again.
+        if self._pipeline is None:
+            self._pipeline = load_pipeline(self.config)
         recovered = self.state.recover()
         cleared = self.spool.clear_tmp()
         orphans = self._register_orphans()
         log.info("recovery: %d interrupted studies re-queued, %d partial files removed, %d spooled files re-registered",
                  recovered, cleared, orphans)
-        if self._pipeline is None:
-            self._pipeline = load_pipeline(self.config)
         handlers = [(evt.EVT_REQUESTED, self._on_requested), (evt.EVT_C_STORE, self._on_store)]
         if self.config.tcp_nodelay:
             handlers.append((evt.EVT_CONN_OPEN, _set_nodelay))
@@ -103,6 +107,10 @@ class GatewayService:
             t.start()
             self._threads.append(t)
         log.info("listening as %s on %s:%d", self.config.ae_title, self.config.host, self.port)
+
+    def request_stop(self) -> None:
+        """Ask :meth:`serve_forever` to return (safe from a signal handler)."""
+        self._stop.set()
 
     def stop(self, timeout: float = 30.0) -> None:
         self._stop.set()
@@ -214,11 +222,15 @@ class GatewayService:
             self.state.finish(job.study_uid, "skipped", result.skipped_reason or "app produced no SR")
             return
         sr = result.sr
+        sr_uid = versioned_sr_uid(str(sr.SOPInstanceUID), job.digest)
+        sr.SOPInstanceUID = sr_uid
+        if getattr(sr, "file_meta", None) is not None:
+            sr.file_meta.MediaStorageSOPInstanceUID = sr_uid
         buffer = BytesIO()
         sr.save_as(buffer, enforce_file_format=True)
-        path = self.spool.write(self.spool.sr_path(job.study_uid, sr.SOPInstanceUID), buffer.getvalue())
-        self.state.sr_written(job, str(sr.SOPInstanceUID), path)
-        log.info("study %s: SR %s written in %.2f s", study, self._h(sr.SOPInstanceUID), time.perf_counter() - started)
+        path = self.spool.write(self.spool.sr_path(job.study_uid, sr_uid), buffer.getvalue())
+        self.state.sr_written(job, sr_uid, path)
+        log.info("study %s: SR %s written in %.2f s", study, self._h(sr_uid), time.perf_counter() - started)
         self._delivery_wake.set()
 
     # --- delivery --------------------------------------------------------------------------
@@ -250,6 +262,16 @@ class GatewayService:
         delay = min(self.config.backoff_seconds * 2 ** (attempt - 1), self.config.backoff_max_seconds)
         log.warning("study %s: delivery attempt %d failed (%s); retry in %.1f s", study, attempt, error, delay)
         self.state.delivery_failed(delivery, error, retry_at=time.time() + delay)
+
+
+def versioned_sr_uid(app_sr_uid: str, content_digest: str) -> str:
+    """SR SOP Instance UID for one version of a study's content.
+
+    The app's UID is deterministic in source image, model and settings; mixing in the study
+    content digest keeps a re-run of the same content on the same UID (a PACS stores it once)
+    while changed content gets a new SR instead of silently reusing the old UID.
+    """
+    return generate_uid(entropy_srcs=[app_sr_uid, content_digest])
 
 
 def _status(code: int, comment: str) -> Dataset:

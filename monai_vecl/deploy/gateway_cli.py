@@ -35,7 +35,7 @@ def _serve(config: GatewayConfig) -> int:
 
     def _stop(signum: int, _frame: object) -> None:
         logging.getLogger("monai_vecl.deploy.gateway").info("signal %d: stopping", signum)
-        service._stop.set()
+        service.request_stop()
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
@@ -50,11 +50,11 @@ def _status(config: GatewayConfig, as_json: bool) -> int:
         counts, studies = store.counts(), store.studies()
     finally:
         store.close()
-    rows = [
-        {**asdict(s), "study_uid": None, "study": uid_hash(s.study_uid, config.uid_salt)} for s in studies
-    ]
-    for row in rows:
-        del row["study_uid"]
+    rows = []
+    for s in studies:
+        row = asdict(s)
+        row["study"] = uid_hash(row.pop("study_uid"), config.uid_salt)
+        rows.append(row)
     if as_json:
         print(json.dumps({"counts": counts, "studies": rows}, indent=1))
         return 0

@@ -1,13 +1,15 @@
 """The gateway's YAML configuration (``gateway:`` section of ``deploy/gateway.yaml``).
 
 Relative paths in the file are resolved against the file's own folder, so a deployment folder
-can be moved as a whole.
+can be moved as a whole. ``pipeline`` names the MONAI Deploy app's settings (a YAML file with a
+``deploy:`` section, normally ``config.yaml``); without it the gateway file's own ``deploy:``
+section is used.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +61,8 @@ class GatewayConfig:
     backoff_seconds: float = 2.0
     backoff_max_seconds: float = 300.0
     uid_salt: str = ""
-    pipeline: dict[str, Any] = field(default_factory=dict)
+    # What StudyPipeline takes: a YAML path with a ``deploy:`` section, a mapping or a PipelineConfig.
+    pipeline: Any = None
 
     def with_overrides(self, **overrides: Any) -> GatewayConfig:
         return replace(self, **overrides)
@@ -80,6 +83,8 @@ class GatewayConfig:
         if not values["peers"]:
             raise ValueError("gateway config 'peers' is empty: no sender could push")
         values["spool_dir"] = Path(base_dir) / section["spool_dir"]
+        if isinstance(section.get("pipeline"), str):
+            values["pipeline"] = Path(base_dir) / section["pipeline"]
         if "accepted_sop_classes" in section:
             values["accepted_sop_classes"] = tuple(section["accepted_sop_classes"])
         return cls(**values)
@@ -90,4 +95,8 @@ class GatewayConfig:
         doc = yaml.safe_load(path.read_text()) or {}
         if "gateway" not in doc:
             raise ValueError(f"{path}: no 'gateway:' section")
-        return cls.from_dict(doc["gateway"], base_dir=path.parent)
+        config = cls.from_dict(doc["gateway"], base_dir=path.parent)
+        if config.pipeline is None and "deploy" in doc:
+            # One file may carry both sections: the app's ``deploy:`` and the gateway's.
+            config = config.with_overrides(pipeline=path)
+        return config

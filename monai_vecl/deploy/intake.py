@@ -55,6 +55,9 @@ def decode(encoded: bytes) -> Dataset:
             pass
     except (InvalidDicomError, ValueError, EOFError, KeyError, TypeError, OverflowError, NotImplementedError) as e:
         raise IntakeError(CANNOT_UNDERSTAND, f"not decodable DICOM: {type(e).__name__}") from e
+    # Arbitrary bytes often parse as a few private elements; a data set without a SOP Class is not DICOM.
+    if not ds.get("SOPClassUID"):
+        raise IntakeError(CANNOT_UNDERSTAND, "not a DICOM data set (no SOP Class UID)")
     return ds
 
 

@@ -174,9 +174,14 @@ class StateStore:
             return self._db.execute("SELECT 1 FROM srs WHERE sr_uid=?", (sop_uid,)).fetchone() is not None
 
     def recover(self, now: float | None = None) -> int:
-        """Start-up: studies interrupted while running are queued again; returns how many."""
+        """Start-up: studies interrupted while running are queued again; returns how many.
+
+        Studies still arriving get a fresh quiet period: their senders could not reach a stopped
+        gateway, so the time it was down says nothing about the study being complete.
+        """
         now = time.time() if now is None else now
         with self._tx() as db:
+            db.execute("UPDATE studies SET last_received=? WHERE state='received'", (now,))
             return db.execute("UPDATE studies SET state='queued', updated=? WHERE state='running'", (now,)).rowcount
 
     def promote_quiet(self, quiet_seconds: float, now: float | None = None) -> int:

@@ -213,7 +213,7 @@ class ZeroShotEvaluation:
         if self.tracking_uri:
             params = {
                 "checkpoint": self.checkpoint, "manifest": self.manifest, "splits": self.splits,
-                "class_names": self.class_names, "templates": (self.classifier.pos_prompts[0], self.classifier.neg_prompts[0]),
+                "class_names": self.class_names, "templates": (self.classifier.pos_template, self.classifier.neg_template),
                 "n_bootstrap": self.n_bootstrap, "skipped": len(self.skipped.items),
             }
             summary["mlflow_run_id"] = reporting.log_to_mlflow(
@@ -221,3 +221,115 @@ class ZeroShotEvaluation:
             )
         return summary
 
+
+
+def _load_split(ev: ZeroShotEvaluation, split: str, max_images: int | None, seed: int) -> tuple[list[Record], torch.Tensor]:
+    """Up to ``max_images`` (seeded random sample) records of ``split`` with their preprocessed images."""
+    records = ev.records(split)
+    if max_images is not None and len(records) > max_images:
+        pick = np.sort(np.random.default_rng(seed).choice(len(records), max_images, replace=False))
+        records = [records[i] for i in pick]
+    size, load = ev.model.image_size, ev.model.load_size
+    kept, images = [], []
+    for idx, batch in iter_image_batches(records, ev.manifest, size, load, ev.chunk_size, ev.skipped):
+        kept.extend(idx)
+        images.append(batch)
+    empty = torch.zeros(0, 3, size, size)
+    return [records[i] for i in kept], torch.cat(images) if images else empty
+
+
+@dataclass
+class RetrievalStep:
+    """Retrieval-based report generation: each ``split`` image gets the best ``candidate_split`` report."""
+
+    split: str = "test"
+    candidate_split: str = "train"
+    max_images: int | None = 200
+    max_candidates: int | None = 500
+    seed: int = 0
+
+    def __call__(self, ev: ZeroShotEvaluation) -> dict[str, dict]:
+        from monai_vecl.evaluation.retrieval import report_generation_scores, retrieve
+
+        candidates = list(dict.fromkeys(r.report for r in read_manifest(ev.manifest, self.candidate_split) if r.report.strip()))
+        if self.max_candidates is not None and len(candidates) > self.max_candidates:
+            pick = np.random.default_rng(self.seed).choice(len(candidates), self.max_candidates, replace=False)
+            candidates = [candidates[i] for i in np.sort(pick)]
+        records, images = _load_split(ev, self.split, self.max_images, self.seed)
+        with_report = [i for i, r in enumerate(records) if r.report.strip()]
+        for i in sorted(set(range(len(records))) - set(with_report)):
+            ev.skipped.add(records[i], "retrieval: record has no report text")
+        idx, _ = retrieve(ev.model, images[with_report], candidates, ev.chunk_size)
+        generated = [candidates[i] for i in idx.tolist()]
+        scores = report_generation_scores(generated, [records[i].report for i in with_report])
+        examples = [{"image": records[i].image, "truth": records[i].report, "retrieved": g}
+                    for i, g in zip(with_report[:20], generated)]
+        out = {"split": self.split, "n_images": len(with_report), "n_candidates": len(candidates), **scores, "examples": examples}
+        (ev.output_dir / f"retrieval_{self.split}.json").write_text(json.dumps(out, indent=2), encoding="utf-8")
+        return {"metrics": {f"retrieval_{self.split}_{k}": v for k, v in scores.items()},
+                "summary": {f"retrieval_{self.split}": scores}}
+
+
+@dataclass
+class ProbeStep:
+    """Linear probe on frozen image features, trained on fractions of ``train_split``, tested on ``splits``."""
+
+    fractions: Sequence[float] = (0.01, 0.1, 1.0)
+    train_split: str = "train"
+    splits: Sequence[str] = ("test", "test_shifted")
+    max_train_images: int | None = None
+    n_bootstrap: int = 200
+    seed: int = 0
+
+    def _features(self, ev: ZeroShotEvaluation, split: str, max_images: int | None) -> tuple[np.ndarray, np.ndarray]:
+        from monai_vecl.evaluation.probe import image_embedding
+
+        records, images = _load_split(ev, split, max_images, self.seed)
+        feats = [image_embedding(ev.model, images[i : i + ev.chunk_size]) for i in range(0, len(images), ev.chunk_size)]
+        x = torch.cat(feats).numpy() if feats else np.zeros((0, 1))
+        return x, class_labels(records, ev.class_names)
+
+    def __call__(self, ev: ZeroShotEvaluation) -> dict[str, dict]:
+        from monai_vecl.evaluation import metrics, reporting
+        from monai_vecl.evaluation.probe import fit_probe
+
+        train_x, train_y = self._features(ev, self.train_split, self.max_train_images)
+        flat, summary = {}, {}
+        for split in self.splits:
+            test_x, test_y = self._features(ev, split, None)
+            for fraction in self.fractions:
+                result = fit_probe(train_x, train_y, test_x, ev.class_names, fraction, self.seed)
+                name = f"probe_{round(fraction * 100)}pct_{split}"
+                table = metrics.evaluate_scores(test_y, result.scores, ev.class_names, n_bootstrap=self.n_bootstrap, seed=self.seed)
+                meta = {"split": split, "train_fraction": fraction, "n_train": result.n_train, "untrained_classes": result.untrained}
+                reporting.write_table(table, ev.output_dir, name, meta)
+                flat |= reporting.flat_metrics(table, name)
+                summary[name] = {"n_train": result.n_train, "auc": table.macro["auc"], "ap": table.macro["ap"],
+                                 "oracle_f1": table.macro["oracle_f1"], "untrained": result.untrained}
+        return {"metrics": flat, "summary": summary}
+
+
+@dataclass
+class FeatureMapStep:
+    """t-SNE map of fusion features (paper Fig. 8) for one class of ``split`` (default: the first with both labels)."""
+
+    split: str = "test"
+    class_name: str | None = None
+    max_images: int | None = 200
+    seed: int = 0
+
+    def __call__(self, ev: ZeroShotEvaluation) -> dict[str, dict]:
+        from monai_vecl.evaluation.feature_map import feature_map
+
+        records, images = _load_split(ev, self.split, self.max_images, self.seed)
+        labels = class_labels(records, ev.class_names)
+        names = [self.class_name] if self.class_name else list(ev.class_names)
+        for name in names:
+            column = labels[:, ev.class_names.index(name)]
+            if (column == 1).any() and (column == 0).any():
+                path = ev.output_dir / f"tsne_{self.split}_{name.lower().replace(' ', '_')}.png"
+                clf = ev.classifier
+                info = feature_map(ev.model, images, column, name, path, clf.pos_template, clf.neg_template, self.seed)
+                return {"metrics": {f"tsne_{self.split}_prompt_separation": info["prompt_separation"]},
+                        "summary": {"feature_map": {"class": name, "png": path.name, **info}}}
+        raise ValueError(f"no class among {names} has both positive and negative images in {self.split!r}")

@@ -96,6 +96,7 @@ class ZeroShotClassifier:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
         self.model = model
         self.class_names = tuple(class_names)
+        self.pos_template, self.neg_template = pos_template, neg_template
         self.pos_prompts = tuple(pos_template.format(c) for c in self.class_names)
         self.neg_prompts = tuple(neg_template.format(c) for c in self.class_names)
         self.chunk_size = chunk_size

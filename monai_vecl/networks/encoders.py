@@ -1,0 +1,124 @@
+"""Image and text encoders of the VECL network (DESIGN §5).
+
+The image encoder is MONAI's ViT returning the CLS token followed by the patch tokens. The text
+encoder is any transformers ``AutoModel``; token features are the sum of its last hidden layers
+(4 in the reference code) and the sentence feature is their mean over tokens.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from monai_vecl.networks.presets import VECLConfig
+
+PACKAGE_SCHEME = "package:"
+TEXT_POOLINGS = ("masked_mean", "mean")
+
+
+def resolve_model_path(name: str) -> str:
+    """Turn ``package:<module>/<subfolder>`` into the folder inside that installed package; other names pass through."""
+    if not name.startswith(PACKAGE_SCHEME):
+        return name
+    module, _, sub = name[len(PACKAGE_SCHEME) :].partition("/")
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(f"{name}: Python package {module!r} is not installed")
+    folder = Path(next(iter(spec.submodule_search_locations))) / sub
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{name}: no folder {folder}")
+    return str(folder)
+
+
+class ImageEncoder(nn.Module):
+    """MONAI ViT (2-D) returning tokens [N, 1 + patches, hidden] with the CLS token first."""
+
+    def __init__(self, config: VECLConfig):
+        super().__init__()
+        from monai.networks.nets import ViT
+
+        # classification=True is what creates the CLS token; the classification head is dropped.
+        self.model = ViT(
+            in_channels=3,
+            img_size=config.image_size,
+            patch_size=config.patch_size,
+            hidden_size=config.vit_hidden_size,
+            mlp_dim=config.vit_mlp_dim,
+            num_layers=config.vit_num_layers,
+            num_heads=config.vit_num_heads,
+            dropout_rate=config.vit_dropout,
+            spatial_dims=2,
+            classification=True,
+            qkv_bias=True,
+        )
+        del self.model.classification_head
+        for module in self.model.modules():
+            if isinstance(module, nn.LayerNorm):
+                module.eps = config.vit_norm_eps
+        for block in self.model.blocks:
+            # Same maths through torch's fused attention kernel: faster and leaner on CPU and GPU.
+            block.attn.use_flash_attention = True
+        self.hidden_size = config.vit_hidden_size
+        if config.image_weights:
+            state = torch.load(config.image_weights, map_location="cpu", weights_only=True)
+            self.model.load_state_dict(state)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"images must have shape [N, 3, H, W], got {tuple(images.shape)}")
+        tokens, _ = self.model(images)
+        return tokens
+
+
+class TextEncoder(nn.Module):
+    """transformers encoder + tokenizer; returns (sentence features [M, h], token features [M, L, h])."""
+
+    def __init__(self, config: VECLConfig):
+        super().__init__()
+        from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+        if config.text_pooling not in TEXT_POOLINGS:
+            raise ValueError(f"text_pooling must be one of {TEXT_POOLINGS}, got {config.text_pooling!r}")
+        path = resolve_model_path(config.text_model)
+        local = Path(path).is_dir()
+        if config.text_config is not None:
+            cfg = dict(config.text_config)
+            self.model = AutoModel.from_config(AutoConfig.for_model(cfg.pop("model_type"), **cfg))
+        else:
+            self.model = AutoModel.from_pretrained(path, local_files_only=local)
+        self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=local)
+        n_hidden = self.model.config.num_hidden_layers + 1  # embeddings + each layer
+        if not 1 <= config.text_last_n_layers <= n_hidden:
+            raise ValueError(f"text_last_n_layers must be 1..{n_hidden}, got {config.text_last_n_layers}")
+        self.last_n_layers = config.text_last_n_layers
+        self.max_tokens = config.text_max_tokens
+        self.pooling = config.text_pooling
+        self.pad_to_max = config.text_pad_to_max
+        self.hidden_size = self.model.config.hidden_size
+        if config.freeze_text:
+            self.model.requires_grad_(False)
+
+    def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        """``input_ids`` and ``attention_mask`` [M, L], truncated to ``max_tokens``."""
+        if isinstance(texts, str) or not texts:
+            raise ValueError("tokenize expects a non-empty list of strings")
+        tokens = self.tokenizer(
+            list(texts),
+            padding="max_length" if self.pad_to_max else "longest",
+            truncation=True,
+            max_length=self.max_tokens,
+            return_tensors="pt",
+        )
+        return {"input_ids": tokens["input_ids"], "attention_mask": tokens["attention_mask"]}
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
+        tokens = torch.stack(out.hidden_states[-self.last_n_layers :]).sum(dim=0)
+        if self.pooling == "mean":
+            return tokens.mean(dim=1), tokens
+        weights = attention_mask.to(tokens.dtype).unsqueeze(-1)
+        sentence = (tokens * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1.0)
+        return sentence, tokens

@@ -1,0 +1,53 @@
+"""The MONAI Deploy application end to end on a folder: `python deploy/app.py -i IN -o OUT` on CPU."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pydicom
+import yaml
+
+from deployapp_dicom import make_dx, measurement_groups, ramp, rg1_path, validate_sr
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_app_writes_one_sr_per_frontal_chest_study_and_explains_the_rest(tmp_path):
+    inbox, outbox = tmp_path / "in", tmp_path / "out"
+    (inbox / "cr").mkdir(parents=True)
+    shutil.copy(rg1_path("RG1_J2KR.dcm"), inbox / "cr" / "image.dcm")
+    lateral = make_dx(inbox / "lateral.dcm", ramp(), view="LL", bits_stored=12)
+    (inbox / "readme.txt").write_text("not dicom")
+    config = yaml.safe_load((REPO / "deploy" / "config.yaml").read_text())
+    config["deploy"].update(bundle_root=None, device="cpu")  # untrained: this checks the wiring, not the model
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    env = {**os.environ, "VECL_DEPLOY_CONFIG": str(tmp_path / "config.yaml"), "HF_HUB_OFFLINE": "1"}
+    # holoscan, under the SDK, wants a 32 MB stack (DESIGN §9)
+    cmd = f"ulimit -s 32768 2>/dev/null; exec {sys.executable} {REPO / 'deploy' / 'app.py'} -i {inbox} -o {outbox}"
+    run = subprocess.run(["bash", "-c", cmd], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "UNTRAINED" in run.stderr + run.stdout  # the loud warning
+
+    summary = json.loads((outbox / "results.json").read_text())
+    by_study = {s["study_instance_uid"]: s for s in summary["studies"]}
+    cr_study = pydicom.dcmread(rg1_path("RG1_J2KR.dcm"), stop_before_pixels=True)
+    lateral_study = pydicom.dcmread(lateral, stop_before_pixels=True).StudyInstanceUID
+    assert set(by_study) == {cr_study.StudyInstanceUID, lateral_study}
+    assert by_study[lateral_study]["sr_file"] is None and "lateral view" in by_study[lateral_study]["skipped_reason"]
+    assert list(summary["unreadable_files"]) == [str(inbox / "readme.txt")]
+
+    written = by_study[cr_study.StudyInstanceUID]
+    sr_path = outbox / written["sr_file"]
+    assert sorted(p.name for p in outbox.iterdir()) == sorted([written["sr_file"], "results.json"])
+    assert validate_sr(sr_path) == []
+    sr = pydicom.dcmread(sr_path)
+    assert sr.StudyInstanceUID == cr_study.StudyInstanceUID and sr.VerificationFlag == "UNVERIFIED"
+    groups = measurement_groups(sr)
+    assert len(groups) == len(config["deploy"]["findings"]) == len(written["scores"])
+    assert all(g["source_sop"] == cr_study.SOPInstanceUID for g in groups)
+    assert not list(tmp_path.glob("*.dcm"))  # nothing stray beside the output folder

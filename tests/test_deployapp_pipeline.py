@@ -1,0 +1,151 @@
+"""StudyPipeline: bundle loading, scoring wiring, study triage, bad instances, config validation."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pydicom
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+from deployapp_dicom import make_dx, measurement_groups, ramp, rg1_path, validate_sr
+from monai_vecl.data.manifest import image_path, read_manifest
+from monai_vecl.data.phantom import generate_phantom
+from monai_vecl.data.preprocess import preprocess_gray
+from monai_vecl.deploy.dicom_image import dicom_to_gray01
+from monai_vecl.deploy.pipeline import PipelineConfig, StudyPipeline, group_by_study, save_sr
+from monai_vecl.evaluation.zero_shot import ZeroShotClassifier
+from monai_vecl.networks import build_vecl
+
+CLASSES = ["Pleural Effusion", "Cardiomegaly", "Pneumothorax"]
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    """A bundle in the trained layout whose weights differ clearly from any fresh initialisation."""
+    root = tmp_path_factory.mktemp("bundle")
+    (root / "configs").mkdir()
+    (root / "models").mkdir()
+    (root / "configs" / "inference.yaml").write_text(yaml.safe_dump({
+        "class_names": CLASSES,
+        "network_def": {"_target_": "monai_vecl.networks.build_vecl", "preset": "small"},
+    }))
+    torch.manual_seed(1)
+    model = build_vecl("small").eval()
+    with torch.no_grad():  # widen the relation head so scores spread well away from 0.5
+        for param in model.fusion_module.mlp_head.parameters():
+            param.mul_(5.0)
+    torch.save(model.state_dict(), root / "models" / "model.pt")
+    return root, model
+
+
+@pytest.fixture(scope="module")
+def pipeline(bundle):
+    root, _ = bundle
+    return StudyPipeline({"bundle_root": str(root), "device": "cpu",
+                          "findings": {"Pleural Effusion": 0.5, "Cardiomegaly": 0.3, "Pulmonary Consolidation": 0.7}})
+
+
+def test_scores_come_from_the_bundle_weights(pipeline, bundle):
+    _, reference_model = bundle
+    result = pipeline.process([rg1_path()])
+    names = ["Pleural Effusion", "Cardiomegaly", "Pulmonary Consolidation"]
+    image = preprocess_gray(dicom_to_gray01(pydicom.dcmread(rg1_path())))[None]
+    expected = ZeroShotClassifier(reference_model, names).scores(image, mode="pnc")[0]
+    assert list(result.scores) == names
+    np.testing.assert_allclose([result.scores[n] for n in names], expected.numpy(), atol=1e-5)
+    assert max(result.scores.values()) - min(result.scores.values()) > 0.02  # not a constant stand-in
+    for finding in result.findings:
+        assert finding.present == (finding.score >= pipeline.thresholds[finding.name])
+    groups = measurement_groups(result.sr)
+    assert [g["Certainty of Finding"][0] for g in groups] == pytest.approx([100 * result.scores[n] for n in names],
+                                                                           abs=1e-3)
+    assert any(p.startswith("model_sha256=") for p in groups[0]["parameters"])
+
+
+def test_bundle_class_names_are_the_default_findings(bundle, pipeline):
+    root, _ = bundle
+    config = dataclasses.replace(pipeline.config, findings={}, default_threshold=0.4)
+    assert StudyPipeline(config).thresholds == {name: 0.4 for name in CLASSES}
+
+
+def test_lossless_jpeg2000_scores_like_the_original(pipeline):
+    plain = pipeline.process([rg1_path("RG1_UNCR.dcm")]).scores
+    j2k = pipeline.process([rg1_path("RG1_J2KR.dcm")]).scores
+    assert j2k == pytest.approx(plain, abs=1e-6)
+
+
+def test_a_mixed_study_uses_the_frontal_image_and_lists_the_rest(pipeline, tmp_path):
+    source = pydicom.dcmread(rg1_path(), stop_before_pixels=True)
+    lateral = make_dx(tmp_path / "lat.dcm", ramp(), study_uid=source.StudyInstanceUID, view="LL", bits_stored=12)
+    junk = tmp_path / "notes.txt"
+    junk.write_text("not dicom")
+    result = pipeline.process([lateral, junk, rg1_path()])
+    assert result.sr is not None and result.source_path == rg1_path()
+    assert result.rejected[str(lateral)] == "lateral view"
+    assert "not a readable DICOM file" in result.rejected[str(junk)]
+    assert result.sr.StudyInstanceUID == source.StudyInstanceUID
+    path = save_sr(result.sr, tmp_path / "out")
+    assert path.name == f"{result.sr.SOPInstanceUID}.dcm" and validate_sr(path) == []
+
+
+def test_unusable_pixels_fall_back_to_the_next_frontal_image(pipeline, tmp_path):
+    study = pydicom.uid.generate_uid()
+    broken = make_dx(tmp_path / "pa.dcm", ramp(), study_uid=study, view="PA", bits_stored=12)
+    ds = pydicom.dcmread(broken)
+    ds.PixelData = ds.PixelData[:100]
+    ds.save_as(broken)
+    good = make_dx(tmp_path / "ap.dcm", ramp(), study_uid=study, view="AP", bits_stored=12)
+    result = pipeline.process([broken, good])
+    assert result.source_path == good and "unusable pixel data" in result.rejected[str(broken)]
+    only_broken = pipeline.process([broken])
+    assert only_broken.sr is None and "usable pixel data" in only_broken.skipped_reason
+
+
+@pytest.mark.parametrize("kind, reason", [("lateral", "lateral view"), ("hand", "not chest"), ("none", "no instances")])
+def test_studies_without_a_frontal_chest_get_no_sr(pipeline, tmp_path, kind, reason):
+    paths = {
+        "lateral": [make_dx(tmp_path / "l.dcm", ramp(), view="RL", bits_stored=12)],
+        "hand": [make_dx(tmp_path / "h.dcm", ramp(), body_part="HAND", bits_stored=12)],
+        "none": [],
+    }[kind]
+    result = pipeline.process(paths)
+    assert result.sr is None and reason in result.skipped_reason and result.scores == {}
+
+
+def test_two_studies_in_one_call_are_refused(pipeline, tmp_path):
+    a = make_dx(tmp_path / "a.dcm", ramp(), bits_stored=12)
+    b = make_dx(tmp_path / "b.dcm", ramp(), bits_stored=12)
+    with pytest.raises(ValueError, match="one study"):
+        pipeline.process([a, b])
+    studies, rejected = group_by_study([a, b, tmp_path])
+    assert sorted(len(v) for v in studies.values()) == [1, 1] and list(rejected) == [str(tmp_path)]
+
+
+def test_phantom_dx_export_reads_back_as_its_png_and_gets_an_sr(pipeline, tmp_path):
+    manifest = generate_phantom(tmp_path / "phantom", n_images=2, seed=3, workers=1)
+    record = read_manifest(manifest)[0]
+    png = np.asarray(Image.open(image_path(record, manifest)))
+    dx = make_dx(tmp_path / "ph.dcm", png, view=record.view)
+    np.testing.assert_array_equal(dicom_to_gray01(pydicom.dcmread(dx)), (png / 255.0).astype(np.float32))
+    result = pipeline.process([dx])
+    assert result.sr is not None and set(result.scores) == set(pipeline.thresholds)
+    path = save_sr(result.sr, tmp_path / "out")
+    assert validate_sr(path) == []
+
+
+def test_config_file_and_validation(tmp_path):
+    config = PipelineConfig.from_yaml("deploy/config.yaml")
+    assert config.bundle_root is not None and config.bundle_root.name == "vecl_cxr"
+    assert config.bundle_root.parent.name == "bundles" and config.findings and config.sr.kind == "comprehensive3d"
+    with pytest.raises(ValueError, match="unknown keys"):
+        PipelineConfig.from_mapping({"bundle_rot": "x"})
+    with pytest.raises(ValueError, match=r"in \[0, 1\]"):
+        PipelineConfig.from_mapping({"findings": {"Pneumothorax": 1.5}})
+    with pytest.raises(KeyError, match="unknown finding"):
+        PipelineConfig.from_mapping({"findings": {"Broken Heart": 0.5}})
+    with pytest.raises(FileNotFoundError, match="train the bundle first"):
+        StudyPipeline({"bundle_root": str(tmp_path), "findings": {"Pneumothorax": 0.5}})

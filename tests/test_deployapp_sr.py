@@ -1,0 +1,97 @@
+"""The DICOM SR: TID 1500 content, codes, study membership, determinism, and dcmtk/dicom3tools validation."""
+
+from __future__ import annotations
+
+import pydicom
+import pytest
+
+from deployapp_dicom import make_dx, measurement_groups, ramp, rg1_path, validate_sr
+from monai_vecl.deploy.sr import (
+    PRIVATE_SCHEME,
+    AlgorithmInfo,
+    FindingScore,
+    SRConfig,
+    build_findings_sr,
+    finding_concept,
+)
+
+ALGORITHM = AlgorithmInfo("VECL test", "1.2.3", ("score_mode=pnc",))
+FINDINGS = [
+    FindingScore("Pleural Effusion", 0.81, 0.5),
+    FindingScore("Cardiomegaly", 0.30, 0.25),  # private code, present at its own threshold
+    FindingScore("Pulmonary Consolidation", 0.10, 0.5),  # prompt name mapped to the taxonomy
+]
+
+
+@pytest.fixture(scope="module")
+def source():
+    return pydicom.dcmread(rg1_path(), stop_before_pixels=True)
+
+
+@pytest.mark.parametrize("kind, sop_class", [("comprehensive3d", "1.2.840.10008.5.1.4.1.1.88.34"),
+                                             ("comprehensive", "1.2.840.10008.5.1.4.1.1.88.33")])
+def test_sr_validates_with_dsrdump_and_dciodvfy(tmp_path, source, kind, sop_class):
+    sr = build_findings_sr(source, FINDINGS, ALGORITHM, SRConfig(kind=kind))
+    path = tmp_path / "sr.dcm"
+    sr.save_as(path, enforce_file_format=True)
+    assert validate_sr(path) == []
+    assert pydicom.dcmread(path).SOPClassUID == sop_class
+
+
+def test_sr_joins_the_source_study_and_is_unverified(source):
+    sr = build_findings_sr(source, FINDINGS, ALGORITHM)
+    for keyword in ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyInstanceUID",
+                    "StudyDate", "AccessionNumber"):
+        assert sr[keyword].value == source[keyword].value, keyword
+    assert sr.SeriesInstanceUID != source.SeriesInstanceUID
+    assert (sr.VerificationFlag, sr.CompletionFlag, sr.Modality) == ("UNVERIFIED", "COMPLETE", "SR")
+    evidence = sr.CurrentRequestedProcedureEvidenceSequence[0].ReferencedSeriesSequence[0]
+    assert evidence.ReferencedSOPSequence[0].ReferencedSOPInstanceUID == source.SOPInstanceUID
+
+
+def test_one_group_per_finding_with_code_evaluation_certainty_and_algorithm(source):
+    groups = measurement_groups(build_findings_sr(source, FINDINGS, ALGORITHM))
+    assert len(groups) == len(FINDINGS)
+    for group, finding in zip(groups, FINDINGS):
+        concept = finding_concept(finding.name)
+        assert group["finding"] == (concept.value, concept.scheme_designator, concept.meaning)
+        assert group["evaluation_name"] == concept.value
+        present = finding.score >= finding.threshold
+        assert group["evaluation"][0] == ("52101004" if present else "272519000")
+        assert group["Certainty of Finding"] == (pytest.approx(100 * finding.score), "%")
+        assert group["Algorithm Name"] == "VECL test" and group["Algorithm Version"] == "1.2.3"
+        assert f"threshold={finding.threshold:g}" in group["parameters"] and "score_mode=pnc" in group["parameters"]
+        assert group["source_sop"] == source.SOPInstanceUID
+    assert groups[0]["finding"][:2] == ("60046008", "SCT")
+    assert groups[1]["finding"][1] == PRIVATE_SCHEME and groups[1]["evaluation"][0] == "52101004"
+    assert groups[2]["finding"][:2] == ("95436008", "SCT")
+
+
+def test_device_observer_and_private_scheme_declaration(source):
+    sr = build_findings_sr(source, FINDINGS, ALGORITHM, SRConfig(device_name="Reader 7"))
+    context = {item.ConceptNameCodeSequence[0].CodeMeaning: item for item in sr.ContentSequence}
+    assert context["Observer Type"].ConceptCodeSequence[0].CodeValue == "121007"  # Device
+    assert context["Device Observer Name"].TextValue == "Reader 7"
+    assert [s.CodingSchemeDesignator for s in sr.CodingSchemeIdentificationSequence] == [PRIVATE_SCHEME]
+    standard_only = build_findings_sr(source, FINDINGS[:1], ALGORITHM)
+    assert "CodingSchemeIdentificationSequence" not in standard_only
+
+
+def test_sr_uid_is_deterministic_and_follows_the_settings(source, tmp_path):
+    first = build_findings_sr(source, FINDINGS, ALGORITHM, fingerprint="abc")
+    again = build_findings_sr(source, FINDINGS, ALGORITHM, fingerprint="abc")
+    assert first.SOPInstanceUID == again.SOPInstanceUID and first.SeriesInstanceUID == again.SeriesInstanceUID
+    other_threshold = [FindingScore("Pleural Effusion", 0.81, 0.6), *FINDINGS[1:]]
+    other_image = pydicom.dcmread(make_dx(tmp_path / "dx.dcm", ramp(), study_uid=source.StudyInstanceUID))
+    assert build_findings_sr(source, other_threshold, ALGORITHM, fingerprint="abc").SOPInstanceUID != first.SOPInstanceUID
+    assert build_findings_sr(source, FINDINGS, ALGORITHM, fingerprint="new").SOPInstanceUID != first.SOPInstanceUID
+    assert build_findings_sr(other_image, FINDINGS, ALGORITHM, fingerprint="abc").SOPInstanceUID != first.SOPInstanceUID
+
+
+def test_bad_settings_are_refused(source):
+    with pytest.raises(ValueError, match="kind"):
+        SRConfig(kind="basic")
+    with pytest.raises(ValueError, match="no findings"):
+        build_findings_sr(source, [], ALGORITHM)
+    with pytest.raises(KeyError, match="unknown finding"):
+        finding_concept("Broken Heart")

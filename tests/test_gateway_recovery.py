@@ -1,0 +1,52 @@
+"""The gateway as a real service process: SIGKILL mid-study, restart, nothing lost, exactly one SR
+per study in Orthanc; the ``status`` command reports it without identifiers."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pydicom
+import pytest
+from gateway_pacs import GatewayProcess, Orthanc, free_port, gateway_yaml, missing_tools, storescu, wait_until, write_study
+
+pytestmark = [pytest.mark.pacs, pytest.mark.skipif(bool(missing_tools()), reason=f"needs {missing_tools()}")]
+
+
+def _status(config: Path) -> dict:
+    out = subprocess.run(
+        [sys.executable, "-m", "monai_vecl.deploy.gateway", "status", "--config", str(config), "--json"],
+        capture_output=True, text=True, timeout=120, check=True,
+    )
+    return json.loads(out.stdout) | {"raw": out.stdout}
+
+
+def test_killed_mid_study_and_restarted_every_study_gets_exactly_one_sr(tmp_path: Path) -> None:
+    port = free_port()
+    with Orthanc(tmp_path / "orthanc", {}) as orthanc:
+        config = gateway_yaml(tmp_path / "gateway.yaml", port=port, dest_port=orthanc.dicom_port,
+                              spool=tmp_path / "spool", quiet=3.0)
+        partial = write_study(tmp_path / "partial", 4, seed=31)
+        complete = write_study(tmp_path / "complete", 3, seed=32)
+        uids = [pydicom.dcmread(s[0]).StudyInstanceUID for s in (partial, complete)]
+        gateway = GatewayProcess(config, port, tmp_path / "gateway.log")
+        try:
+            gateway.start()
+            storescu(port, partial[:2])
+            storescu(port, complete)
+            gateway.kill()  # SIGKILL: no shutdown code runs
+            gateway.start()
+            storescu(port, partial[2:])
+            wait_until(lambda: all(orthanc.srs_of(u) for u in uids), 120, interval=0.3, what="SRs after restart")
+            wait_until(lambda: _status(config)["counts"]["delivered"] == 2, 30, interval=0.5, what="delivered state")
+        finally:
+            gateway.terminate()
+        assert [len(orthanc.srs_of(u)) for u in uids] == [1, 1]
+        status = _status(config)
+        assert sorted(s["instances"] for s in status["studies"]) == [3, 4], "every instance survived the kill"
+        assert {s["state"] for s in status["studies"]} == {"delivered"}
+        assert not any(u in status["raw"] for u in uids), "status must not print study UIDs"
+        log = (tmp_path / "gateway.log").read_text()
+        assert "listening as VECL" in log and not any(u in log for u in uids), "logs must not carry study UIDs"

@@ -1,0 +1,148 @@
+"""The gateway's Storage SCP in-process: DIMSE statuses for bad input, AE/host allowlist, C-ECHO,
+durable spooling and idempotent re-sends. Senders are pynetdicom and DCMTK; no study is processed
+here (long quiet period), so no model is loaded."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pydicom
+import pytest
+from gateway_pacs import dx_instance, echoscu, free_port, missing_tools, pydicom_data, storescu, write_study
+from pydicom.encaps import generate_fragments, encapsulate
+from pydicom.uid import generate_uid
+from pynetdicom import AE
+from pynetdicom.sop_class import MRImageStorage, Verification
+
+from monai_vecl.deploy.gateway import GatewayService
+from monai_vecl.deploy.gateway_config import Destination, GatewayConfig, Peer
+from monai_vecl.deploy.intake import (
+    CANNOT_UNDERSTAND,
+    DOES_NOT_MATCH_SOP_CLASS,
+    SOP_CLASS_NOT_SUPPORTED,
+    IntakeError,
+    check_instance,
+)
+
+ACCEPTED = frozenset(GatewayConfig.__dataclass_fields__["accepted_sop_classes"].default)
+
+
+class NeverCalled:
+    """These tests never let a study go quiet; processing one would be a bug."""
+
+    def process(self, paths: list) -> None:
+        raise AssertionError("no study should be processed in SCP tests")
+
+
+@pytest.fixture()
+def gateway(tmp_path: Path):
+    config = GatewayConfig(
+        destination=Destination("ORTHANC", "127.0.0.1", free_port()),
+        peers=(Peer("ORTHANC", ("127.0.0.1",)), Peer("STORESCU"), Peer("FARAWAY", ("10.9.8.7",))),
+        spool_dir=tmp_path / "spool", port=0, quiet_seconds=3600, poll_seconds=0.1,
+    )
+    service = GatewayService(config, pipeline=NeverCalled())
+    service.start()
+    try:
+        yield service
+    finally:
+        service.stop()
+
+
+def _send(port: int, payload, sop_class: str, calling: str = "ORTHANC", transfer_syntax=None):
+    ae = AE(ae_title=calling)
+    ae.add_requested_context(sop_class, transfer_syntax or pydicom.uid.ExplicitVRLittleEndian)
+    ae.add_requested_context(Verification)
+    assoc = ae.associate("127.0.0.1", port, ae_title="VECL")
+    assert assoc.is_established
+    try:
+        status = assoc.send_c_store(payload)
+        echo = assoc.send_c_echo()
+    finally:
+        assoc.release()
+    assert echo.Status == 0x0000, "the association must stay usable after any refusal"
+    return status
+
+
+def _truncated_j2k() -> pydicom.Dataset:
+    ds = pydicom.dcmread(pydicom_data("RG1_J2KR.dcm"))
+    frame = b"".join(generate_fragments(ds.PixelData))
+    ds.PixelData = encapsulate([frame[: len(frame) // 2]])
+    return ds
+
+
+def test_not_dicom_gets_cannot_understand(gateway: GatewayService, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A misbehaving sender: the C-STORE data set stream is plain text, not an encoded data set.
+    monkeypatch.setattr("pynetdicom.association.encode", lambda *args: b"this is not a DICOM data set\n" * 40)
+    ds = dx_instance(generate_uid(), 6)
+    status = _send(gateway.port, ds, ds.SOPClassUID)
+    assert status.Status == CANNOT_UNDERSTAND and "not a DICOM" in status.ErrorComment
+    assert gateway.state.counts()["received"] == 0 and gateway.spool.instance_files() == []
+
+
+def test_bad_input_gets_its_status_and_service_keeps_running(gateway: GatewayService) -> None:
+    good = dx_instance(generate_uid(), 7)
+    no_pixels = dx_instance(generate_uid(), 8)
+    del no_pixels.PixelData
+    truncated = dx_instance(generate_uid(), 9)
+    truncated.PixelData = truncated.PixelData[: len(truncated.PixelData) // 3]
+    mr = dx_instance(generate_uid(), 10)
+    mr.SOPClassUID = mr.file_meta.MediaStorageSOPClassUID = MRImageStorage
+    cases = [
+        (no_pixels, no_pixels.SOPClassUID, None, DOES_NOT_MATCH_SOP_CLASS),
+        (truncated, truncated.SOPClassUID, None, DOES_NOT_MATCH_SOP_CLASS),
+        (_truncated_j2k(), "1.2.840.10008.5.1.4.1.1.1", pydicom.uid.JPEG2000Lossless, DOES_NOT_MATCH_SOP_CLASS),
+        (mr, MRImageStorage, None, SOP_CLASS_NOT_SUPPORTED),
+    ]
+    for payload, sop_class, ts, expected in cases:
+        status = _send(gateway.port, payload, sop_class, transfer_syntax=ts)
+        assert status.Status == expected, f"{expected:#06x} expected, got {status.Status:#06x}"
+        assert status.ErrorComment, "a refusal must say why"
+    assert gateway.state.counts()["received"] == 0, "nothing refused may be spooled"
+    assert _send(gateway.port, good, good.SOPClassUID).Status == 0x0000
+    assert gateway.state.counts()["received"] == 1
+    assert len(gateway.spool.instance_files()) == 1
+
+
+@pytest.mark.skipif(bool(missing_tools()), reason=f"needs {missing_tools()}")
+def test_allowlist_rejects_unknown_calling_ae_wrong_called_ae_and_wrong_host(gateway: GatewayService) -> None:
+    assert echoscu(gateway.port, calling="STORESCU").returncode == 0
+    rejected = echoscu(gateway.port, calling="INTRUDER")
+    assert rejected.returncode != 0 and "Calling AE Title Not Recognized" in rejected.stderr + rejected.stdout
+    wrong_called = echoscu(gateway.port, calling="STORESCU", called="SOMEONE_ELSE")
+    assert wrong_called.returncode != 0 and "Called AE Title Not Recognized" in wrong_called.stderr + wrong_called.stdout
+    # FARAWAY is allowed only from 10.9.8.7; this test connects from loopback.
+    assert echoscu(gateway.port, calling="FARAWAY").returncode != 0
+    ae = AE(ae_title="INTRUDER")
+    ae.add_requested_context(Verification)
+    assoc = ae.associate("127.0.0.1", gateway.port, ae_title="VECL")
+    assert assoc.is_rejected
+
+
+@pytest.mark.skipif(bool(missing_tools()), reason=f"needs {missing_tools()}")
+def test_storescu_push_is_spooled_durably_and_resend_is_idempotent(gateway: GatewayService, tmp_path: Path) -> None:
+    paths = write_study(tmp_path / "study", 3, seed=3)
+    storescu(gateway.port, paths)
+    j2k = pydicom_data("RG1_J2KR.dcm")
+    storescu(gateway.port, [j2k], "-xv")
+    counts = gateway.state.counts()
+    assert counts["received"] == 2
+    spooled = gateway.spool.instance_files()
+    assert len(spooled) == 4
+    # Each spool file is the instance exactly as sent (same pixel bytes, JPEG 2000 kept encapsulated).
+    by_uid = {pydicom.dcmread(p).SOPInstanceUID: p for p in spooled}
+    original = pydicom.dcmread(j2k)
+    assert pydicom.dcmread(by_uid[original.SOPInstanceUID]).PixelData == original.PixelData
+    mtimes = {p: os.stat(p).st_mtime_ns for p in spooled}
+    storescu(gateway.port, paths)
+    assert gateway.state.counts()["received"] == 2 and len(gateway.spool.instance_files()) == 4
+    assert {p: os.stat(p).st_mtime_ns for p in spooled} == mtimes, "identical re-sends are not rewritten"
+
+
+def test_check_instance_rejects_sop_class_mismatch() -> None:
+    ds = dx_instance(generate_uid(), 1)
+    with pytest.raises(IntakeError) as e:
+        check_instance(ds, "1.2.840.10008.5.1.4.1.1.1", ACCEPTED)
+    assert e.value.status == DOES_NOT_MATCH_SOP_CLASS
+    assert check_instance(ds, ds.SOPClassUID, ACCEPTED).sop_uid == ds.SOPInstanceUID

@@ -1,0 +1,69 @@
+"""Rules labeler: lexicon, negation scope, pseudo-negation, uncertainty policy."""
+
+import pytest
+
+from monai_vecl.labeling import build_labeler
+from monai_vecl.labeling.rules import RulesLabeler
+
+
+@pytest.mark.parametrize("sentence, labels", [
+    ("There is a small left pleural effusion.", ("2+",)),
+    ("No focal consolidation, pleural effusion, or pneumothorax.", ("2-", "3-", "15-")),
+    ("Lungs are free of effusion.", ("2-",)),
+    ("Negative for pneumothorax.", ("3-",)),
+    ("Without evidence of edema.", ("8-",)),
+    ("Left lower lobe pneumonia has resolved.", ("6-",)),
+    ("Resolved right pneumothorax.", ("3-",)),
+    ("The pneumothorax is no longer seen.", ("3-",)),
+    ("There is no change in the small left pleural effusion.", ("2+",)),
+    ("No interval change in moderate cardiomegaly.", ("4+",)),
+    ("No pneumothorax, but there is a small right effusion.", ("2+", "3-")),
+    ("Moderate cardiomegaly with no effusion.", ("4+", "2-")),
+    ("Heart size is normal.", ("4-",)),
+    ("The heart is not enlarged.", ("4-",)),
+    ("The cardiac silhouette is enlarged.", ("4+",)),
+    ("Stable calcified granuloma in the right upper lobe.", ("23+",)),
+    ("The NG tube has been removed.", ("20-",)),
+    ("Endotracheal tube terminates 4 cm above the carina.", ("20+",)),
+    ("Small pericardial effusion.", ("25",)),
+    ("No acute cardiopulmonary process.", ("25",)),
+    ("Dr. ___ was notified.", ("25",)),
+    ("Multiple masses and nodules.", ("7+", "9+")),
+    ("No new effusion; stable small left effusion.", ("2+",)),
+])
+def test_rules_cases(sentence, labels):
+    assert RulesLabeler().labels_of(sentence) == labels
+
+
+@pytest.mark.parametrize("policy, expected", [("positive", ("6+",)), ("negative", ("6-",)), ("no_mention", ("25",))])
+def test_uncertainty_policy(policy, expected):
+    labeler = build_labeler({"backend": "rules", "uncertainty": policy})
+    assert labeler.labels_of("Pneumonia cannot be excluded.") == expected
+    assert labeler.labels_of("Possible right lower lobe pneumonia.") == expected
+    # negation beats doubt, and a certain mention before the doubt stays positive
+    assert labeler.labels_of("No evidence to suggest pneumonia.") == ("6-",)
+    assert "5+" in labeler.labels_of("Basal opacity may reflect atelectasis.")
+
+
+def test_batch_aligns_and_records_backend():
+    labeler = RulesLabeler()
+    sentences = ["No effusion.", "Small pneumothorax.", "Normal study."]
+    results = labeler.label_batch(sentences)
+    assert [r.labels for r in results] == [("2-",), ("3+",), ("25",)]
+    assert {r.backend for r in results} == {"rules"}
+    assert "uncertainty=positive" in labeler.identity
+
+
+def test_bad_configuration_is_rejected():
+    with pytest.raises(ValueError, match="uncertainty"):
+        RulesLabeler(uncertainty="maybe")
+    with pytest.raises(ValueError, match="unknown finding"):
+        RulesLabeler(synonyms={30: ("thing",)})
+    with pytest.raises(ValueError, match="unknown labeling backend"):
+        build_labeler({"backend": "magic"})
+
+
+def test_custom_synonyms():
+    labeler = RulesLabeler(synonyms={3: ("ptx",)})
+    assert labeler.labels_of("No ptx.") == ("3-",)
+    assert labeler.labels_of("No effusion.") == ("25",)
