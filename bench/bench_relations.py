@@ -21,6 +21,7 @@ import os
 import random
 import statistics
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -74,9 +75,9 @@ def main() -> None:
         t_fast = []
         for threads in args.threads:
             torch.set_num_threads(threads)
-            t_fast.append(median_time(lambda: relation_targets(img_mh, sent_mh), args.repeats))
-        t_mh = median_time(lambda: (multi_hot_batch(images), multi_hot_batch(sentences)), args.repeats)
-        t_ref = median_time(lambda: relation_targets_reference(images, sentences), args.repeats)
+            t_fast.append(median_time(partial(relation_targets, img_mh, sent_mh), args.repeats))
+        t_mh = median_time(partial(multi_hot_batch, images + sentences), args.repeats)
+        t_ref = median_time(partial(relation_targets_reference, images, sentences), args.repeats)
         cols = "".join(f"{t * 1e3:>12.3f}" for t in t_fast)
         print(f"{n:>5}{cols}{t_mh * 1e3:>14.3f}{t_ref * 1e3:>13.1f}{t_ref / min(t_fast):>13.0f}×")
         share = fast.mean(dim=(0, 1)).tolist()

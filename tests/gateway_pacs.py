@@ -17,7 +17,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 import pydicom
@@ -128,7 +128,8 @@ def storescu(port: int, paths: list[Path], *options: str, calling: str = "STORES
 
 def echoscu(port: int, *, calling: str, called: str = "VECL") -> subprocess.CompletedProcess:
     return subprocess.run(
-        ["echoscu", "-aet", calling, "-aec", called, "127.0.0.1", str(port)], capture_output=True, text=True, timeout=30
+        ["echoscu", "-aet", calling, "-aec", called, "127.0.0.1", str(port)],
+        capture_output=True, text=True, timeout=30, check=False,
     )
 
 
@@ -155,7 +156,7 @@ class Orthanc:
         self.config_path.write_text(json.dumps(config, indent=1))
         self.proc: subprocess.Popen | None = None
 
-    def __enter__(self) -> Orthanc:
+    def __enter__(self) -> Self:
         self.log = open(self.workdir / "orthanc.log", "wb")
         self.proc = subprocess.Popen(["Orthanc", str(self.config_path)], stdout=self.log, stderr=subprocess.STDOUT)
         wait_until(self._up, 30, what="Orthanc REST API")
@@ -253,7 +254,7 @@ class GatewayProcess:
 
     def start(self, timeout: float = 120) -> GatewayProcess:
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-        self._log = open(self.log_path, "ab")
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the process; closed in kill/terminate
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "monai_vecl.deploy.gateway", "serve", "--config", str(self.config)],
             stdout=self._log, stderr=subprocess.STDOUT, env=env, cwd=REPO,

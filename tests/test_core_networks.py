@@ -9,8 +9,6 @@ from safetensors.torch import load_file
 from monai_vecl.networks import VECLConfig, VECLOutput, build_vecl, make_config
 from monai_vecl.networks.encoders import resolve_model_path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
 TEXTS = [
     "There is no pleural effusion.",
     "Small left apical pneumothorax, unchanged from the prior radiograph of yesterday evening.",

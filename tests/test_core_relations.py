@@ -1,13 +1,19 @@
 """Relation targets: hand-worked cases, and equality with the per-pair reference on random and real label sets."""
 
-from pathlib import Path
 import random
+from pathlib import Path
 
 import pytest
 import torch
 
 from monai_vecl.reference_labels import read_label_files
-from monai_vecl.relations import CONTRADICT, ENTAIL, NEUTRAL, relation_targets, relation_targets_reference
+from monai_vecl.relations import (
+    CONTRADICT,
+    ENTAIL,
+    NEUTRAL,
+    relation_targets,
+    relation_targets_reference,
+)
 from monai_vecl.taxonomy import SIGNED_LABELS, image_label_set, multi_hot_batch
 
 FIXTURE = Path(__file__).parent / "fixtures" / "core" / "reference_labels_sample.csv"
@@ -95,7 +101,7 @@ def test_matches_per_pair_reference_on_random_sets(negatives, mixed, entail_diag
     # Image sets are unions of sentence sets, so both signs of a finding occur.
     images = [sorted({x for _ in range(rng.randint(0, 4)) for x in _random_label_set(rng)}) for _ in range(23)]
     sentences = [_random_label_set(rng) for _ in range(17)]
-    opts = dict(negatives=negatives, mixed=mixed, entail_diagonal=entail_diagonal)
+    opts = {"negatives": negatives, "mixed": mixed, "entail_diagonal": entail_diagonal}
     fast = relation_targets(multi_hot_batch(images), multi_hot_batch(sentences), **opts)
     slow = relation_targets_reference(images, sentences, **opts)
     assert torch.equal(fast, slow)
@@ -112,7 +118,7 @@ def test_matches_per_pair_reference_on_real_rows(negatives, mixed):
     rng = random.Random(1)
     images = [image_label_set(row) for row in rows]
     sentences = [rng.choice(row) for row in rows]
-    opts = dict(negatives=negatives, mixed=mixed)
+    opts = {"negatives": negatives, "mixed": mixed}
     fast = relation_targets(multi_hot_batch(images), multi_hot_batch(sentences), **opts)
     assert torch.equal(fast, relation_targets_reference(images, sentences, **opts))
     counts = torch.bincount(fast.argmax(-1).flatten(), minlength=3)

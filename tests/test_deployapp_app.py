@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -10,9 +11,11 @@ import sys
 from pathlib import Path
 
 import pydicom
+import torch
 import yaml
-
 from deployapp_dicom import make_dx, measurement_groups, ramp, rg1_path, validate_sr
+
+from monai_vecl.networks import build_vecl
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -23,15 +26,25 @@ def test_app_writes_one_sr_per_frontal_chest_study_and_explains_the_rest(tmp_pat
     shutil.copy(rg1_path("RG1_J2KR.dcm"), inbox / "cr" / "image.dcm")
     lateral = make_dx(inbox / "lateral.dcm", ramp(), view="LL", bits_stored=12)
     (inbox / "readme.txt").write_text("not dicom")
+    bundle = tmp_path / "bundle"  # the trained-bundle layout, given with -m as a user would
+    (bundle / "configs").mkdir(parents=True)
+    (bundle / "models").mkdir()
+    (bundle / "configs" / "inference.yaml").write_text(
+        yaml.safe_dump({"network_def": {"_target_": "monai_vecl.networks.build_vecl", "preset": "small"}})
+    )
+    torch.save(build_vecl("small").state_dict(), bundle / "models" / "model.pt")
     config = yaml.safe_load((REPO / "deploy" / "config.yaml").read_text())
-    config["deploy"].update(bundle_root=None, device="cpu")  # untrained: this checks the wiring, not the model
+    config["deploy"]["device"] = "cpu"
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
     env = {**os.environ, "VECL_DEPLOY_CONFIG": str(tmp_path / "config.yaml"), "HF_HUB_OFFLINE": "1"}
     # holoscan, under the SDK, wants a 32 MB stack (DESIGN §9)
-    cmd = f"ulimit -s 32768 2>/dev/null; exec {sys.executable} {REPO / 'deploy' / 'app.py'} -i {inbox} -o {outbox}"
-    run = subprocess.run(["bash", "-c", cmd], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    app = REPO / "deploy" / "app.py"
+    cmd = f"ulimit -s 32768 2>/dev/null; exec {sys.executable} {app} -i {inbox} -o {outbox} -m {bundle}"
+    run = subprocess.run(
+        ["bash", "-c", cmd], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, check=False
+    )
     assert run.returncode == 0, run.stderr[-3000:]
-    assert "UNTRAINED" in run.stderr + run.stdout  # the loud warning
+    assert "UNTRAINED" not in run.stderr + run.stdout
 
     summary = json.loads((outbox / "results.json").read_text())
     by_study = {s["study_instance_uid"]: s for s in summary["studies"]}
@@ -50,4 +63,6 @@ def test_app_writes_one_sr_per_frontal_chest_study_and_explains_the_rest(tmp_pat
     groups = measurement_groups(sr)
     assert len(groups) == len(config["deploy"]["findings"]) == len(written["scores"])
     assert all(g["source_sop"] == cr_study.SOPInstanceUID for g in groups)
+    weights_hash = hashlib.sha256((bundle / "models" / "model.pt").read_bytes()).hexdigest()[:16]
+    assert f"model_sha256={weights_hash}" in groups[0]["parameters"]  # -m's weights were the ones used
     assert not list(tmp_path.glob("*.dcm"))  # nothing stray beside the output folder

@@ -5,22 +5,28 @@ from __future__ import annotations
 import numpy as np
 import pydicom
 import pytest
+from deployapp_dicom import make_dx, ramp, rg1_path
 from pydicom.dataset import Dataset
 from pydicom.uid import JPEGLSLossless, RLELossless
 
-from deployapp_dicom import make_dx, ramp, rg1_path
 from monai_vecl.deploy.dicom_image import DicomImageError, decode_pixels, dicom_to_gray01, window_to_unit
 
 
 def _linear_window(v: np.ndarray, center: float, width: float) -> np.ndarray:
     # PS3.3 C.11.2.1.2.1, written out independently of the module under test
-    out = ((v - (center - 0.5)) / (width - 1) + 0.5)
+    out = (v - (center - 0.5)) / (width - 1) + 0.5
     return np.clip(out, 0, 1)
 
 
 def test_monochrome1_is_inverted_after_rescale_and_window(tmp_path):
     pixels = ramp()
-    common = dict(bits_stored=12, RescaleSlope=2, RescaleIntercept=-1000, WindowCenter=3000, WindowWidth=4000)
+    common = {
+        "bits_stored": 12,
+        "RescaleSlope": 2,
+        "RescaleIntercept": -1000,
+        "WindowCenter": 3000,
+        "WindowWidth": 4000,
+    }
     mono2 = dicom_to_gray01(pydicom.dcmread(make_dx(tmp_path / "m2.dcm", pixels, **common)))
     mono1 = dicom_to_gray01(pydicom.dcmread(make_dx(tmp_path / "m1.dcm", pixels, photometric="MONOCHROME1", **common)))
     expected = _linear_window(pixels * 2.0 - 1000.0, 3000, 4000)
@@ -34,9 +40,19 @@ def test_rescale_moves_the_window_into_modality_units(tmp_path):
     # (LINEAR: (600 - 599.5) / 200 + 0.5); read as stored values it would be far above the window.
     pixels = np.full((8, 8), 1000, dtype=np.uint16)
     pixels[0, 0], pixels[0, 1] = 0, 4000
-    gray = dicom_to_gray01(pydicom.dcmread(make_dx(
-        tmp_path / "r.dcm", pixels, bits_stored=12, RescaleSlope=0.5, RescaleIntercept=100,
-        WindowCenter=600, WindowWidth=201)))
+    gray = dicom_to_gray01(
+        pydicom.dcmread(
+            make_dx(
+                tmp_path / "r.dcm",
+                pixels,
+                bits_stored=12,
+                RescaleSlope=0.5,
+                RescaleIntercept=100,
+                WindowCenter=600,
+                WindowWidth=201,
+            )
+        )
+    )
     assert gray[1, 1] == pytest.approx(0.5025, abs=1e-6)
     assert gray[0, 0] == 0.0 and gray[0, 1] == 1.0
 
@@ -44,8 +60,13 @@ def test_rescale_moves_the_window_into_modality_units(tmp_path):
 @pytest.mark.parametrize("function", ["LINEAR_EXACT", "SIGMOID"])
 def test_window_functions_follow_the_standard(tmp_path, function):
     pixels = ramp(top=1023)
-    gray = dicom_to_gray01(pydicom.dcmread(make_dx(
-        tmp_path / "w.dcm", pixels, bits_stored=10, WindowCenter=512, WindowWidth=256, VOILUTFunction=function)))
+    gray = dicom_to_gray01(
+        pydicom.dcmread(
+            make_dx(
+                tmp_path / "w.dcm", pixels, bits_stored=10, WindowCenter=512, WindowWidth=256, VOILUTFunction=function
+            )
+        )
+    )
     v = pixels.astype(np.float64)
     if function == "SIGMOID":
         expected = 1 / (1 + np.exp(-4 * (v - 512) / 256))
@@ -56,10 +77,12 @@ def test_window_functions_follow_the_standard(tmp_path, function):
 
 def test_second_window_is_used_when_asked(tmp_path):
     pixels = ramp(top=1023)
-    ds = pydicom.dcmread(make_dx(tmp_path / "w2.dcm", pixels, bits_stored=10,
-                                 WindowCenter=[512, 100], WindowWidth=[256, 50]))
-    np.testing.assert_allclose(dicom_to_gray01(ds, voi_index=1), _linear_window(pixels.astype(float), 100, 50),
-                               atol=1e-6)
+    ds = pydicom.dcmread(
+        make_dx(tmp_path / "w2.dcm", pixels, bits_stored=10, WindowCenter=[512, 100], WindowWidth=[256, 50])
+    )
+    np.testing.assert_allclose(
+        dicom_to_gray01(ds, voi_index=1), _linear_window(pixels.astype(float), 100, 50), atol=1e-6
+    )
 
 
 def test_voi_lut_sequence_is_preferred_and_scaled_by_its_range(tmp_path):
@@ -67,8 +90,9 @@ def test_voi_lut_sequence_is_preferred_and_scaled_by_its_range(tmp_path):
     item = Dataset()
     item.LUTDescriptor = [256, 0, 16]
     item.add_new("LUTData", "US", [4 * i for i in range(256)])  # declared 16-bit, only fills 0..1020
-    ds = pydicom.dcmread(make_dx(tmp_path / "lut.dcm", pixels, bits_stored=8, WindowCenter=10, WindowWidth=2,
-                                 VOILUTSequence=[item]))
+    ds = pydicom.dcmread(
+        make_dx(tmp_path / "lut.dcm", pixels, bits_stored=8, WindowCenter=10, WindowWidth=2, VOILUTSequence=[item])
+    )
     np.testing.assert_allclose(dicom_to_gray01(ds), pixels / 255.0, atol=1e-6)
 
 
@@ -93,7 +117,10 @@ def test_real_cr_monochrome1_15bit_matches_the_display_formula():
     np.testing.assert_allclose(gray, expected, atol=1e-6)
     # Inversion: lungs (air, low attenuation) must be darker than the mediastinum in the middle column.
     h, w = gray.shape
-    lung, mediastinum = gray[h // 3: h // 2, w // 5: w // 3].mean(), gray[h // 3: h // 2, w // 2 - 40: w // 2 + 40].mean()
+    lung, mediastinum = (
+        gray[h // 3 : h // 2, w // 5 : w // 3].mean(),
+        gray[h // 3 : h // 2, w // 2 - 40 : w // 2 + 40].mean(),
+    )
     assert lung < mediastinum
 
 

@@ -2,25 +2,26 @@
 
 from __future__ import annotations
 
-import dataclasses
+from pathlib import Path
 
 import numpy as np
 import pydicom
 import pytest
 import torch
 import yaml
+from deployapp_dicom import make_dx, measurement_groups, ramp, rg1_path, validate_sr
 from PIL import Image
 
-from deployapp_dicom import make_dx, measurement_groups, ramp, rg1_path, validate_sr
 from monai_vecl.data.manifest import image_path, read_manifest
 from monai_vecl.data.phantom import generate_phantom
 from monai_vecl.data.preprocess import preprocess_gray
 from monai_vecl.deploy.dicom_image import dicom_to_gray01
-from monai_vecl.deploy.pipeline import PipelineConfig, StudyPipeline, group_by_study, save_sr
+from monai_vecl.deploy.pipeline import PipelineConfig, StudyPipeline, group_by_study, resolve_findings, save_sr
 from monai_vecl.evaluation.zero_shot import ZeroShotClassifier
 from monai_vecl.networks import build_vecl
 
 CLASSES = ["Pleural Effusion", "Cardiomegaly", "Pneumothorax"]
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -29,10 +30,14 @@ def bundle(tmp_path_factory):
     root = tmp_path_factory.mktemp("bundle")
     (root / "configs").mkdir()
     (root / "models").mkdir()
-    (root / "configs" / "inference.yaml").write_text(yaml.safe_dump({
-        "class_names": CLASSES,
-        "network_def": {"_target_": "monai_vecl.networks.build_vecl", "preset": "small"},
-    }))
+    (root / "configs" / "inference.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "class_names": CLASSES,
+                "network_def": {"_target_": "monai_vecl.networks.build_vecl", "preset": "small"},
+            }
+        )
+    )
     torch.manual_seed(1)
     model = build_vecl("small").eval()
     with torch.no_grad():  # widen the relation head so scores spread well away from 0.5
@@ -45,8 +50,13 @@ def bundle(tmp_path_factory):
 @pytest.fixture(scope="module")
 def pipeline(bundle):
     root, _ = bundle
-    return StudyPipeline({"bundle_root": str(root), "device": "cpu",
-                          "findings": {"Pleural Effusion": 0.5, "Cardiomegaly": 0.3, "Pulmonary Consolidation": 0.7}})
+    return StudyPipeline(
+        {
+            "bundle_root": str(root),
+            "device": "cpu",
+            "findings": {"Pleural Effusion": 0.5, "Cardiomegaly": 0.3, "Pulmonary Consolidation": 0.7},
+        }
+    )
 
 
 def test_scores_come_from_the_bundle_weights(pipeline, bundle):
@@ -61,15 +71,21 @@ def test_scores_come_from_the_bundle_weights(pipeline, bundle):
     for finding in result.findings:
         assert finding.present == (finding.score >= pipeline.thresholds[finding.name])
     groups = measurement_groups(result.sr)
-    assert [g["Certainty of Finding"][0] for g in groups] == pytest.approx([100 * result.scores[n] for n in names],
-                                                                           abs=1e-3)
+    assert [g["Certainty of Finding"][0] for g in groups] == pytest.approx(
+        [100 * result.scores[n] for n in names], abs=1e-3
+    )
     assert any(p.startswith("model_sha256=") for p in groups[0]["parameters"])
 
 
-def test_bundle_class_names_are_the_default_findings(bundle, pipeline):
-    root, _ = bundle
-    config = dataclasses.replace(pipeline.config, findings={}, default_threshold=0.4)
-    assert StudyPipeline(config).thresholds == {name: 0.4 for name in CLASSES}
+def test_bundle_class_names_are_the_default_findings():
+    config = PipelineConfig.from_mapping({"default_threshold": 0.4})
+    assert resolve_findings(config, {"class_names": CLASSES}) == {name: 0.4 for name in CLASSES}
+    configured = PipelineConfig.from_mapping({"findings": {"Hernia": 0.7}})
+    assert resolve_findings(configured, {"class_names": CLASSES}) == {"Hernia": 0.7}
+    with pytest.raises(ValueError, match="no findings"):
+        resolve_findings(config, {})
+    with pytest.raises(KeyError, match="unknown finding"):
+        resolve_findings(config, {"class_names": ["Broken Heart"]})
 
 
 def test_lossless_jpeg2000_scores_like_the_original(pipeline):
@@ -138,9 +154,9 @@ def test_phantom_dx_export_reads_back_as_its_png_and_gets_an_sr(pipeline, tmp_pa
 
 
 def test_config_file_and_validation(tmp_path):
-    config = PipelineConfig.from_yaml("deploy/config.yaml")
-    assert config.bundle_root is not None and config.bundle_root.name == "vecl_cxr"
-    assert config.bundle_root.parent.name == "bundles" and config.findings and config.sr.kind == "comprehensive3d"
+    config = PipelineConfig.from_yaml(REPO / "deploy" / "config.yaml")
+    assert config.bundle_root == REPO / "bundles" / "vecl_cxr"  # resolved against the YAML's folder
+    assert config.findings and config.sr.kind == "comprehensive3d"
     with pytest.raises(ValueError, match="unknown keys"):
         PipelineConfig.from_mapping({"bundle_rot": "x"})
     with pytest.raises(ValueError, match=r"in \[0, 1\]"):
@@ -149,3 +165,12 @@ def test_config_file_and_validation(tmp_path):
         PipelineConfig.from_mapping({"findings": {"Broken Heart": 0.5}})
     with pytest.raises(FileNotFoundError, match="train the bundle first"):
         StudyPipeline({"bundle_root": str(tmp_path), "findings": {"Pneumothorax": 0.5}})
+
+
+def test_a_study_of_unreadable_files_is_reported_not_dropped(pipeline, tmp_path):
+    files = [tmp_path / "a.bin", tmp_path / "b.bin"]
+    for f in files:
+        f.write_bytes(b"\x00" * 200)
+    result = pipeline.process(files)
+    assert result.sr is None and "no readable DICOM instance among 2 files" == result.skipped_reason
+    assert set(result.rejected) == {str(f) for f in files}

@@ -37,8 +37,11 @@ def test_pa_is_preferred_over_ap_and_lateral_is_rejected():
 
 def test_configured_view_order_and_presentation_before_processing():
     config = SelectionConfig(views=("AP", "PA"))
-    headers = [header(view="PA"), header(view="AP", PresentationIntentType="FOR PROCESSING"),
-               header(view="AP", PresentationIntentType="FOR PRESENTATION")]
+    headers = [
+        header(view="PA"),
+        header(view="AP", PresentationIntentType="FOR PROCESSING"),
+        header(view="AP", PresentationIntentType="FOR PRESENTATION"),
+    ]
     assert select_frontal_chest(headers, config).candidates == [2, 1, 0]
     large = header(view="PA", Rows=2000, Columns=2000)
     assert select_frontal_chest([header(view="PA"), large]).candidates == [1, 0]

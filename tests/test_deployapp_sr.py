@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pydicom
 import pytest
-
 from deployapp_dicom import make_dx, measurement_groups, ramp, rg1_path, validate_sr
+
 from monai_vecl.deploy.sr import (
     PRIVATE_SCHEME,
     AlgorithmInfo,
@@ -28,8 +28,10 @@ def source():
     return pydicom.dcmread(rg1_path(), stop_before_pixels=True)
 
 
-@pytest.mark.parametrize("kind, sop_class", [("comprehensive3d", "1.2.840.10008.5.1.4.1.1.88.34"),
-                                             ("comprehensive", "1.2.840.10008.5.1.4.1.1.88.33")])
+@pytest.mark.parametrize(
+    "kind, sop_class",
+    [("comprehensive3d", "1.2.840.10008.5.1.4.1.1.88.34"), ("comprehensive", "1.2.840.10008.5.1.4.1.1.88.33")],
+)
 def test_sr_validates_with_dsrdump_and_dciodvfy(tmp_path, source, kind, sop_class):
     sr = build_findings_sr(source, FINDINGS, ALGORITHM, SRConfig(kind=kind))
     path = tmp_path / "sr.dcm"
@@ -40,8 +42,15 @@ def test_sr_validates_with_dsrdump_and_dciodvfy(tmp_path, source, kind, sop_clas
 
 def test_sr_joins_the_source_study_and_is_unverified(source):
     sr = build_findings_sr(source, FINDINGS, ALGORITHM)
-    for keyword in ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyInstanceUID",
-                    "StudyDate", "AccessionNumber"):
+    for keyword in (
+        "PatientName",
+        "PatientID",
+        "PatientBirthDate",
+        "PatientSex",
+        "StudyInstanceUID",
+        "StudyDate",
+        "AccessionNumber",
+    ):
         assert sr[keyword].value == source[keyword].value, keyword
     assert sr.SeriesInstanceUID != source.SeriesInstanceUID
     assert (sr.VerificationFlag, sr.CompletionFlag, sr.Modality) == ("UNVERIFIED", "COMPLETE", "SR")
@@ -83,7 +92,9 @@ def test_sr_uid_is_deterministic_and_follows_the_settings(source, tmp_path):
     assert first.SOPInstanceUID == again.SOPInstanceUID and first.SeriesInstanceUID == again.SeriesInstanceUID
     other_threshold = [FindingScore("Pleural Effusion", 0.81, 0.6), *FINDINGS[1:]]
     other_image = pydicom.dcmread(make_dx(tmp_path / "dx.dcm", ramp(), study_uid=source.StudyInstanceUID))
-    assert build_findings_sr(source, other_threshold, ALGORITHM, fingerprint="abc").SOPInstanceUID != first.SOPInstanceUID
+    assert (
+        build_findings_sr(source, other_threshold, ALGORITHM, fingerprint="abc").SOPInstanceUID != first.SOPInstanceUID
+    )
     assert build_findings_sr(source, FINDINGS, ALGORITHM, fingerprint="new").SOPInstanceUID != first.SOPInstanceUID
     assert build_findings_sr(other_image, FINDINGS, ALGORITHM, fingerprint="abc").SOPInstanceUID != first.SOPInstanceUID
 

@@ -6,14 +6,17 @@ from __future__ import annotations
 
 import subprocess
 import threading
+import time
 from pathlib import Path
 
 import pydicom
 import pytest
 from gateway_pacs import (
+    FIXTURES,
     Orthanc,
     copy_as_new_study,
     free_port,
+    gateway_yaml,
     missing_tools,
     pydicom_data,
     storescu,
@@ -71,9 +74,9 @@ def _check_sr(orthanc: Orthanc, study_uid: str, source: Path, tmp_path: Path) ->
     assert sr.StudyInstanceUID == study_uid
     assert (sr.PatientID, sr.PatientName) == (src.PatientID, src.PatientName)
     assert sr.Modality == "SR" and sr.VerificationFlag == "UNVERIFIED"
-    dump = subprocess.run(["dsrdump", str(path)], capture_output=True, text=True, timeout=60)
+    dump = subprocess.run(["dsrdump", str(path)], capture_output=True, text=True, timeout=60, check=False)
     assert dump.returncode == 0 and "Certainty of Finding" in dump.stdout, dump.stderr
-    check = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, timeout=60)
+    check = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, timeout=60, check=False)
     errors = [line for line in (check.stdout + check.stderr).splitlines() if line.startswith("Error")]
     assert errors == [], errors
     return sr
@@ -95,7 +98,7 @@ def test_rest_push_of_real_cr_j2k_and_dx_studies_returns_a_valid_sr_into_each(pa
         orthanc.push("VECL", orthanc.study_id(study_uid))
         studies[name] = study_uid
     for name, study_uid in studies.items():
-        wait_until(lambda: _sr_count_is(orthanc, study_uid, 1), 60, what=f"SR of the {name} study")
+        wait_until(lambda u=study_uid: _sr_count_is(orthanc, u, 1), 60, what=f"SR of the {name} study")
         _check_sr(orthanc, study_uid, sources[name], tmp_path)
 
 
@@ -145,3 +148,37 @@ def test_twenty_studies_from_four_concurrent_senders_give_twenty_distinct_srs(pa
     per_study = {u: orthanc.srs_of(u) for u in study_uids}
     assert all(len(ids) == 1 for ids in per_study.values()), {u[-8:]: len(i) for u, i in per_study.items()}
     assert len({i for ids in per_study.values() for i in ids}) == 20
+
+
+def test_sr_waits_for_a_down_pacs_and_lua_auto_route_does_not_loop(pipeline, tmp_path: Path) -> None:
+    orthanc_port, gateway_port = free_port(), free_port()
+    config_path = gateway_yaml(tmp_path / "gateway.yaml", port=gateway_port, dest_port=orthanc_port,
+                               spool=tmp_path / "spool", quiet=QUIET)
+    service = GatewayService(GatewayConfig.from_yaml(config_path), pipeline=pipeline)
+    service.start()
+    try:
+        early = write_study(tmp_path / "early", 1, seed=41)
+        early_uid = pydicom.dcmread(early[0]).StudyInstanceUID
+        storescu(gateway_port, early)
+        wait_until(lambda: [s.attempts for s in service.state.studies()] >= [2], 60, what="failed delivery attempts")
+        (pending,) = service.state.studies()
+        assert pending.state == "sr_written" and pending.reason == "destination unreachable"
+        lua = FIXTURES / "autoroute.lua"
+        with Orthanc(tmp_path / "orthanc", {"VECL": ("VECL", gateway_port)}, lua=lua, stable_age=1,
+                     dicom_port=orthanc_port) as orthanc:
+            wait_until(lambda: _sr_count_is(orthanc, early_uid, 1), 60, what="the kept SR once the PACS is up")
+            routed = write_study(tmp_path / "routed", 2, seed=42)
+            routed_uid = pydicom.dcmread(routed[0]).StudyInstanceUID
+            for f in routed:
+                orthanc.upload(f)
+            wait_until(lambda: _sr_count_is(orthanc, routed_uid, 1), 60, what="SR of the auto-routed study")
+            # The SR made the study unstable; once stable again the script runs and must not re-route.
+            study_id = orthanc.study_id(routed_uid)
+            wait_until(lambda: orthanc.get(f"/studies/{study_id}")["IsStable"], 30, what="study stable again")
+            time.sleep(1.0)  # OnStableStudy runs within milliseconds of the study turning stable
+            assert orthanc.get(f"/studies/{study_id}/metadata?expand")["VeclRoutedInstances"] == "2"
+            stores = [j for j in orthanc.get("/jobs?expand") if j["Type"] == "DicomModalityStore"]
+            assert len(stores) == 1, "exactly one auto-route, SR never routed back"
+            assert _sr_count_is(orthanc, routed_uid, 1)
+    finally:
+        service.stop()

@@ -10,7 +10,16 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from gateway_pacs import GatewayProcess, Orthanc, free_port, gateway_yaml, missing_tools, storescu, wait_until, write_study
+from gateway_pacs import (
+    GatewayProcess,
+    Orthanc,
+    free_port,
+    gateway_yaml,
+    missing_tools,
+    storescu,
+    wait_until,
+    write_study,
+)
 
 pytestmark = [pytest.mark.pacs, pytest.mark.skipif(bool(missing_tools()), reason=f"needs {missing_tools()}")]
 

@@ -9,8 +9,16 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from gateway_pacs import dx_instance, echoscu, free_port, missing_tools, pydicom_data, storescu, write_study
-from pydicom.encaps import generate_fragments, encapsulate
+from gateway_pacs import (
+    dx_instance,
+    echoscu,
+    free_port,
+    missing_tools,
+    pydicom_data,
+    storescu,
+    write_study,
+)
+from pydicom.encaps import encapsulate, generate_fragments
 from pydicom.uid import generate_uid
 from pynetdicom import AE
 from pynetdicom.sop_class import MRImageStorage, Verification

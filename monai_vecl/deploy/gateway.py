@@ -27,7 +27,13 @@ from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts
 from pynetdicom.sop_class import Verification
 
 from monai_vecl.deploy.gateway_config import GatewayConfig
-from monai_vecl.deploy.intake import OUT_OF_RESOURCES, SUCCESS, IntakeError, check_instance, decode
+from monai_vecl.deploy.intake import (
+    OUT_OF_RESOURCES,
+    SUCCESS,
+    IntakeError,
+    check_instance,
+    decode,
+)
 from monai_vecl.deploy.spool import Spool, uid_hash
 from monai_vecl.deploy.state import Delivery, Job, StateStore
 
@@ -99,8 +105,10 @@ class GatewayService:
         handlers = [(evt.EVT_REQUESTED, self._on_requested), (evt.EVT_C_STORE, self._on_store)]
         if self.config.tcp_nodelay:
             handlers.append((evt.EVT_CONN_OPEN, _set_nodelay))
+        tls = self.config.tls
         self._server = self._make_ae().start_server(
-            (self.config.host, self.config.port), block=False, evt_handlers=handlers
+            (self.config.host, self.config.port), block=False, evt_handlers=handlers,
+            ssl_context=tls.server_context() if tls else None,
         )
         for target, name in ((self._process_loop, "vecl-process"), (self._deliver_loop, "vecl-deliver")):
             t = threading.Thread(target=target, name=name, daemon=True)
@@ -295,7 +303,8 @@ def send_file(config: GatewayConfig, path) -> str | None:
     ae.add_requested_context(ds.SOPClassUID, ds.file_meta.TransferSyntaxUID)
     handlers = [(evt.EVT_CONN_OPEN, _set_nodelay)] if config.tcp_nodelay else []
     dest = config.destination
-    assoc = ae.associate(dest.host, dest.port, ae_title=dest.ae_title, evt_handlers=handlers)
+    tls_args = (config.tls.client_context(), dest.host) if config.tls else None
+    assoc = ae.associate(dest.host, dest.port, ae_title=dest.ae_title, evt_handlers=handlers, tls_args=tls_args)
     if not assoc.is_established:
         return "association rejected" if assoc.is_rejected else "destination unreachable"
     try:

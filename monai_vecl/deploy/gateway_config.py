@@ -9,6 +9,7 @@ section is used.
 from __future__ import annotations
 
 import os
+import ssl
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,31 @@ class Destination:
 
 
 @dataclass(frozen=True)
+class TLSConfig:
+    """DICOM TLS (PS3.15 Annex B) for both directions: the SCP and the SR delivery."""
+
+    certificate: Path
+    private_key: Path
+    ca_certificates: Path
+    require_client_certificate: bool = True
+    check_hostname: bool = True
+
+    def server_context(self) -> ssl.SSLContext:
+        """Context of the Storage SCP: our certificate; peers' certificates verified against the CA."""
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=self.ca_certificates)
+        ctx.load_cert_chain(self.certificate, self.private_key)
+        ctx.verify_mode = ssl.CERT_REQUIRED if self.require_client_certificate else ssl.CERT_NONE
+        return ctx
+
+    def client_context(self) -> ssl.SSLContext:
+        """Context of the SR delivery: the PACS certificate verified, ours presented."""
+        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=self.ca_certificates)
+        ctx.load_cert_chain(self.certificate, self.private_key)
+        ctx.check_hostname = self.check_hostname
+        return ctx
+
+
+@dataclass(frozen=True)
 class GatewayConfig:
     destination: Destination
     peers: tuple[Peer, ...]
@@ -61,6 +87,7 @@ class GatewayConfig:
     backoff_seconds: float = 2.0
     backoff_max_seconds: float = 300.0
     uid_salt: str = ""
+    tls: TLSConfig | None = None
     # What StudyPipeline takes: a YAML path with a ``deploy:`` section, a mapping or a PipelineConfig.
     pipeline: Any = None
 
@@ -85,6 +112,13 @@ class GatewayConfig:
         values["spool_dir"] = Path(base_dir) / section["spool_dir"]
         if isinstance(section.get("pipeline"), str):
             values["pipeline"] = Path(base_dir) / section["pipeline"]
+        if section.get("tls"):
+            tls = dict(section["tls"])
+            for key in ("certificate", "private_key", "ca_certificates"):
+                if key not in tls:
+                    raise ValueError(f"gateway config tls needs '{key}'")
+                tls[key] = Path(base_dir) / tls[key]
+            values["tls"] = TLSConfig(**tls)
         if "accepted_sop_classes" in section:
             values["accepted_sop_classes"] = tuple(section["accepted_sop_classes"])
         return cls(**values)

@@ -34,8 +34,10 @@ class DicomStudyLoaderOperator(Operator):
     def compute(self, op_input, op_output, context) -> None:
         if not self.input_folder.exists():
             raise FileNotFoundError(f"input folder {self.input_folder} does not exist")
-        files = [self.input_folder] if self.input_folder.is_file() else sorted(
-            p for p in self.input_folder.rglob("*") if p.is_file()
+        files = (
+            [self.input_folder]
+            if self.input_folder.is_file()
+            else sorted(p for p in self.input_folder.rglob("*") if p.is_file())
         )
         studies, rejected = group_by_study(files)
         log.info("%d files: %d studies, %d not DICOM", len(files), len(studies), len(rejected))
@@ -59,7 +61,7 @@ class VECLFindingsOperator(Operator):
         for uid, paths in studies.items():
             try:
                 result = self.pipeline.process(paths)
-            except Exception as err:  # one broken study must not stop the others; it is reported, not dropped
+            except Exception as err:  # noqa: BLE001 - one broken study must not stop the others; it is reported
                 log.error("study failed: %s", type(err).__name__)
                 result = StudyResult(sr=None, skipped_reason=f"app error: {type(err).__name__}: {err}")
             results.append((uid, result))
@@ -100,5 +102,6 @@ class SRWriterOperator(Operator):
         tmp.write_text(json.dumps(summary, indent=2))
         os.replace(tmp, self.output_folder / self.SUMMARY)
         written = sum(1 for s in summary["studies"] if s["sr_file"])
-        log.info("%d SRs written, %d studies skipped, %d files not DICOM",
-                 written, len(results) - written, len(unreadable))
+        log.info(
+            "%d SRs written, %d studies skipped, %d files not DICOM", written, len(results) - written, len(unreadable)
+        )

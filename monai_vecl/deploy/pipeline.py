@@ -12,6 +12,7 @@ Both the MONAI Deploy app (``deploy/app.py``) and the DICOM gateway call it.
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import json
 import logging
 import os
@@ -39,8 +40,18 @@ log = logging.getLogger(__name__)
 
 ALGORITHM_NAME = "VECL zero-shot chest X-ray findings"
 _REQUIRED_UIDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID")
-_KEYS = {"bundle_root", "model_file", "device", "score_mode", "prompts", "findings", "default_threshold",
-         "no_voi", "selection", "sr"}
+_KEYS = {
+    "bundle_root",
+    "model_file",
+    "device",
+    "score_mode",
+    "prompts",
+    "findings",
+    "default_threshold",
+    "no_voi",
+    "selection",
+    "sr",
+}
 
 
 @dataclass(frozen=True)
@@ -56,8 +67,8 @@ class PipelineConfig:
     findings: dict[str, float] = field(default_factory=dict)
     default_threshold: float = 0.5
     no_voi: str = "bit_depth"
-    selection: SelectionConfig = SelectionConfig()
-    sr: SRConfig = SRConfig()
+    selection: SelectionConfig = field(default_factory=SelectionConfig)
+    sr: SRConfig = field(default_factory=SRConfig)
 
     def __post_init__(self) -> None:
         if self.score_mode not in MODES:
@@ -71,7 +82,7 @@ class PipelineConfig:
             finding_concept(name)  # unknown names fail here, at start-up, not on the first study
 
     @classmethod
-    def from_mapping(cls, data: Mapping[str, Any], base_dir: str | os.PathLike = ".") -> "PipelineConfig":
+    def from_mapping(cls, data: Mapping[str, Any], base_dir: str | os.PathLike = ".") -> PipelineConfig:
         """From a ``deploy:`` mapping (or a whole document holding one); relative paths resolve against ``base_dir``."""
         data = dict(data.get("deploy", data) or {})
         unknown = set(data) - _KEYS
@@ -80,7 +91,7 @@ class PipelineConfig:
         prompts = dict(data.get("prompts") or {})
         findings = data.get("findings") or {}
         if not isinstance(findings, Mapping):
-            raise ValueError("deploy.findings must map each class name to its threshold")
+            raise TypeError("deploy.findings must map each class name to its threshold")
         bundle_root = data.get("bundle_root")
         return cls(
             bundle_root=None if bundle_root is None else (Path(base_dir) / bundle_root).resolve(),
@@ -97,7 +108,7 @@ class PipelineConfig:
         )
 
     @classmethod
-    def from_yaml(cls, path: str | os.PathLike) -> "PipelineConfig":
+    def from_yaml(cls, path: str | os.PathLike) -> PipelineConfig:
         path = Path(path)
         doc = yaml.safe_load(path.read_text()) or {}
         if "deploy" not in doc:
@@ -105,7 +116,7 @@ class PipelineConfig:
         return cls.from_mapping(doc["deploy"], base_dir=path.parent)
 
     @classmethod
-    def load(cls, source: "PipelineConfig | Mapping[str, Any] | str | os.PathLike") -> "PipelineConfig":
+    def load(cls, source: PipelineConfig | Mapping[str, Any] | str | os.PathLike) -> PipelineConfig:
         if isinstance(source, cls):
             return source
         if isinstance(source, Mapping):
@@ -124,6 +135,16 @@ class StudyResult:
     source_path: Path | None = None
     rejected: dict[str, str] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+
+
+def resolve_findings(config: PipelineConfig, bundle: Mapping[str, Any]) -> dict[str, float]:
+    """Class name → threshold: ``deploy.findings``, else the bundle's ``class_names`` at ``default_threshold``."""
+    findings = config.findings or {name: config.default_threshold for name in bundle.get("class_names", ())}
+    if not findings:
+        raise ValueError("no findings to score: set deploy.findings (or class_names in the bundle's inference.yaml)")
+    for name in findings:
+        finding_concept(name)
+    return dict(findings)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -149,7 +170,9 @@ def load_bundle_model(bundle_root: Path, model_file: str, device: torch.device) 
     weights = bundle_root / model_file
     for needed in (config_file, weights):
         if not needed.is_file():
-            raise FileNotFoundError(f"bundle {bundle_root} lacks {needed.relative_to(bundle_root)} (train the bundle first)")
+            raise FileNotFoundError(
+                f"bundle {bundle_root} lacks {needed.relative_to(bundle_root)} (train the bundle first)"
+            )
     parser = ConfigParser()
     parser.read_config(str(config_file))
     parser["bundle_root"] = str(bundle_root)
@@ -169,26 +192,21 @@ class StudyPipeline:
         if self.config.bundle_root is None:
             from monai_vecl.networks import build_vecl
 
-            message = ("deploy.bundle_root is not set: scoring with an UNTRAINED small VECL network. "
-                       "Its findings are meaningless; use this only to test the wiring.")
+            message = (
+                "deploy.bundle_root is not set: scoring with an UNTRAINED small VECL network. "
+                "Its findings are meaningless; use this only to test the wiring."
+            )
             warnings.warn(message, stacklevel=2)
             log.warning(message)
             with torch.random.fork_rng(devices=[]):  # seeded so wiring tests see the same scores every run
                 torch.manual_seed(0)
                 self.model, bundle = build_vecl("small").to(self.device).eval(), {}
-            fingerprint, version = "untrained", "untrained"
+            fingerprint, version = "untrained", "untrained small"
         else:
             self.model, bundle = load_bundle_model(self.config.bundle_root, self.config.model_file, self.device)
             fingerprint = _sha256(self.config.bundle_root / self.config.model_file)
-            version = str(bundle.get("version") or _bundle_version(self.config.bundle_root))
-        findings = self.config.findings or {
-            name: self.config.default_threshold for name in bundle.get("class_names", ())
-        }
-        if not findings:
-            raise ValueError("no findings to score: set deploy.findings (or class_names in the bundle's inference.yaml)")
-        for name in findings:
-            finding_concept(name)
-        self.thresholds = findings
+            version = f"bundle {bundle.get('version') or _bundle_version(self.config.bundle_root)}"
+        findings = self.thresholds = resolve_findings(self.config, bundle)
         self.fingerprint = fingerprint
         self.classifier = ZeroShotClassifier(
             self.model, list(findings), pos_template=self.config.pos_template, neg_template=self.config.neg_template
@@ -196,7 +214,7 @@ class StudyPipeline:
         self.classifier.prompt_features()
         self.algorithm = AlgorithmInfo(
             name=ALGORITHM_NAME,
-            version=version,
+            version=f"monai-vecl {_package_version()}, {version}",
             parameters=(
                 f"score_mode={self.config.score_mode}",
                 f"positive_prompt={self.config.pos_template}",
@@ -256,7 +274,10 @@ class StudyPipeline:
                 source = None
         timings["load"] = time.perf_counter() - started - timings["select"]
         if source is None:
-            reason = selection.reason or "no frontal chest image with usable pixel data"
+            if paths and not kept:
+                reason = f"no readable DICOM instance among {len(paths)} files"
+            else:
+                reason = selection.reason or "no frontal chest image with usable pixel data"
             log.info("no SR: %s (%d files, %d rejected)", reason, len(paths), len(rejected))
             return StudyResult(sr=None, skipped_reason=reason, rejected=rejected, timings=timings)
         mark = time.perf_counter()
@@ -268,8 +289,13 @@ class StudyPipeline:
         timings["sr"] = time.perf_counter() - mark
         timings["total"] = time.perf_counter() - started
         present = [f.name for f in findings if f.present]
-        log.info("SR built: %d findings scored, %d present, %d files unused, %.2f s",
-                 len(findings), len(present), len(rejected), timings["total"])
+        log.info(
+            "SR built: %d findings scored, %d present, %d files unused, %.2f s",
+            len(findings),
+            len(present),
+            len(rejected),
+            timings["total"],
+        )
         return StudyResult(
             sr=sr,
             scores={f.name: f.score for f in findings},
@@ -278,6 +304,13 @@ class StudyPipeline:
             rejected=rejected,
             timings=timings,
         )
+
+
+def _package_version() -> str:
+    try:
+        return importlib.metadata.version("monai-vecl")
+    except importlib.metadata.PackageNotFoundError:  # running from a source tree that is not installed
+        return "source"
 
 
 def _bundle_version(bundle_root: Path) -> str:

@@ -30,7 +30,7 @@ class SelectionConfig:
     allow_unknown_view: bool = False
 
     @classmethod
-    def from_mapping(cls, data: dict | None) -> "SelectionConfig":
+    def from_mapping(cls, data: dict | None) -> SelectionConfig:
         data = dict(data or {})
         unknown = set(data) - {"modalities", "body_parts", "views", "allow_unknown_view"}
         if unknown:
@@ -78,8 +78,11 @@ def _words(*texts: object) -> set[str]:
 def view_of(ds: Dataset) -> str | None:
     """``"PA"``, ``"AP"``, ``"LATERAL"`` or ``None``: ViewPosition first, then View Code Sequence, then descriptions."""
     meanings = [getattr(item, "CodeMeaning", "") for item in ds.get("ViewCodeSequence", [])]
-    for sources in ((ds.get("ViewPosition"),), meanings,
-                    (ds.get("SeriesDescription"), ds.get("ProtocolName"), ds.get("ImageComments"))):
+    for sources in (
+        (ds.get("ViewPosition"),),
+        meanings,
+        (ds.get("SeriesDescription"), ds.get("ProtocolName"), ds.get("ImageComments")),
+    ):
         words = _words(*sources)
         for view, names in _VIEW_WORDS.items():
             if words & set(names):

@@ -95,7 +95,7 @@ class SRConfig:
             raise ValueError(f"deploy.sr.kind must be one of {SR_KINDS}, got {self.kind!r}")
 
     @classmethod
-    def from_mapping(cls, data: dict | None) -> "SRConfig":
+    def from_mapping(cls, data: dict | None) -> SRConfig:
         data = dict(data or {})
         unknown = set(data) - set(cls.__dataclass_fields__)
         if unknown:
@@ -118,9 +118,7 @@ def _finding_group(
         parameters=[*algorithm.parameters, f"class_name={finding.name}", f"threshold={finding.threshold:g}"],
     )
     return hd.sr.MeasurementsAndQualitativeEvaluations(
-        tracking_identifier=hd.sr.TrackingIdentifier(
-            uid=_uid(sr_uid, finding.name), identifier=f"VECL {finding.name}"
-        ),
+        tracking_identifier=hd.sr.TrackingIdentifier(uid=_uid(sr_uid, finding.name), identifier=f"VECL {finding.name}"),
         finding_type=concept,
         algorithm_id=algorithm_id,
         measurements=[
@@ -131,9 +129,7 @@ def _finding_group(
             )
         ],
         qualitative_evaluations=[
-            hd.sr.QualitativeEvaluation(
-                name=concept, value=codes.SCT.Present if finding.present else codes.SCT.Absent
-            )
+            hd.sr.QualitativeEvaluation(name=concept, value=codes.SCT.Present if finding.present else codes.SCT.Absent)
         ],
         source_images=[hd.sr.SourceImageForMeasurementGroup.from_source_image(source)],
     )

@@ -15,47 +15,29 @@ from monai_vecl.taxonomy import FINDINGS, NO_MENTION, normalize_label_set
 PROMPT_VERSION = "p1"
 
 _DEFINITIONS: dict[int, str] = {
-    1: "partial collapse or incomplete expansion of lung tissue, volume loss",
-    2: "fluid in the pleural space, blunted costophrenic angle",
-    3: "air in the pleural space",
-    4: "enlarged heart or cardiac silhouette",
-    5: "any area of increased lung density, airspace disease, haziness",
-    6: "lung infection",
-    7: "a lung mass larger than 3 cm",
-    8: "fluid in the lung tissue, vascular congestion, Kerley lines",
-    9: "a small round opacity up to 3 cm",
-    10: "an infiltrate in the lung",
-    11: "scarring or fibrotic change of the lung",
-    12: "emphysema or hyperinflated lungs",
-    13: "thickened pleura",
-    14: "a hernia, for example hiatal hernia",
-    15: "consolidated lung, airspace filled with fluid or cells",
-    16: "a fracture of a rib, clavicle, vertebra or other bone",
-    17: "widened mediastinum or enlarged cardiomediastinal silhouette",
-    18: "another pleural abnormality such as pleural plaques",
-    19: "a lesion of the lung",
-    20: "tubes, lines, catheters, pacemakers, wires, clips or other devices",
-    21: "another abnormal lesion",
-    22: "a granuloma",
-    23: "a calcified granuloma",
-    24: "calcification of any tissue",
+    1: "lung collapse, volume loss", 2: "pleural fluid", 3: "pleural air", 4: "enlarged heart",
+    5: "increased lung density, airspace disease", 6: "lung infection", 7: "mass over 3 cm",
+    8: "lung fluid, vascular congestion", 9: "round opacity up to 3 cm", 10: "infiltrate", 11: "scarring",
+    12: "emphysema, hyperinflation", 13: "thickened pleura", 14: "e.g. hiatal hernia",
+    15: "airspace filled with fluid or cells", 16: "rib, clavicle or spine fracture",
+    17: "widened mediastinum", 18: "e.g. pleural plaques", 19: "lesion of the lung",
+    20: "tubes, lines, catheters, pacemakers, wires, clips", 21: "other abnormal lesion", 22: "granuloma",
+    23: "calcified granuloma", 24: "calcification of any tissue",
 }
 
 _EXAMPLES: tuple[tuple[str, str], ...] = (
     ("There is a small left pleural effusion.", "2+"),
     ("No focal consolidation, pleural effusion or pneumothorax.", "15-, 2-, 3-"),
-    ("Heart size is normal.", "4-"),
-    ("Right lower lobe opacity, likely atelectasis.", "5+, 1+"),
+    ("Right basal opacity, likely atelectasis.", "5+, 1+"),
     ("The patient was seen by Dr. ___.", "25"),
 )
 
 SYSTEM_PROMPT = (
     "You label sentences from chest X-ray reports. Findings, by code:\n"
     + "\n".join(f"{code}: {name} ({_DEFINITIONS[code]})" for code, name in FINDINGS.items())
-    + f"\n{NO_MENTION}: No Mention (normal anatomy, another finding, or nothing about the lungs and heart)\n"
-    "For every finding the sentence mentions, answer its code followed by + if it is present or - if it is "
-    f"absent or ruled out. Separate codes with commas. Answer {NO_MENTION} alone if no finding is mentioned. "
-    "Answer with the codes only.\nExamples:\n"
+    + f"\n{NO_MENTION}: No Mention (none of the above)\n"
+    "Give the code of each finding the sentence mentions with + if present or - if absent, comma-separated, "
+    f"or {NO_MENTION} alone. Codes only.\n"
     + "\n".join(f"Sentence: {s}\nAnswer: {a}" for s, a in _EXAMPLES)
 )
 

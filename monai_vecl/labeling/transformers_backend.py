@@ -7,14 +7,17 @@ well; it exercises the LLM path. Point ``model`` at any local instruct model fol
 
 from __future__ import annotations
 
+import copy
 import importlib.util
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
 
 from monai_vecl.labeling.llm import Conversation, LLMLabeler
-from monai_vecl.labeling.prompt import PROMPT_VERSION
+from monai_vecl.labeling.prompt import PROMPT_VERSION, messages_for
 from monai_vecl.labeling.rules import RulesLabeler
 
 
@@ -35,16 +38,15 @@ class TransformersLabeler(LLMLabeler):
         batch_size: prompts per ``generate`` call.
         max_new_tokens: answer length limit (a label list is short).
         device: torch device; default CUDA when available, else CPU.
+        prefix_cache: encode the shared system prompt once and reuse its key/value cache for every prompt.
         fallback: labeler for answers that stay invalid after the repair attempt.
     """
 
     backend = "transformers"
 
     def __init__(self, model: str | Path | None = None, batch_size: int = 8, max_new_tokens: int = 24,
-                 device: str | None = None, fallback: RulesLabeler | None = None) -> None:
+                 device: str | None = None, prefix_cache: bool = True, fallback: RulesLabeler | None = None) -> None:
         super().__init__(fallback)
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
         path = Path(model) if model is not None else smollm2_gguf()
         if not path.exists():
             raise FileNotFoundError(f"model not found: {path}")
@@ -55,12 +57,14 @@ class TransformersLabeler(LLMLabeler):
         self.model_name = path.name
         self.batch_size = batch_size
         self.max_new_tokens = max_new_tokens
+        self.prefix_cache = prefix_cache
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.tokenizer = AutoTokenizer.from_pretrained(folder, **kwargs)
         self.tokenizer.padding_side = "left"  # decoder-only batches must end where generation starts
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.model = AutoModelForCausalLM.from_pretrained(folder, **kwargs).to(self.device).eval()
+        self._prefix: tuple[str, list[int], DynamicCache] | None = None
 
     @property
     def identity(self) -> str:
@@ -72,9 +76,52 @@ class TransformersLabeler(LLMLabeler):
         for start in range(0, len(conversations), self.batch_size):
             chunk = conversations[start : start + self.batch_size]
             texts = [self.tokenizer.apply_chat_template(c, add_generation_prompt=True, tokenize=False) for c in chunk]
-            enc = self.tokenizer(texts, return_tensors="pt", padding=True).to(self.device)
-            out = self.model.generate(**enc, max_new_tokens=self.max_new_tokens, do_sample=False,
+            tails = self._tails(texts) if self.prefix_cache else None
+            ids, mask, cache = self._with_prefix(tails) if tails else self._plain(texts)
+            out = self.model.generate(input_ids=ids, attention_mask=mask, past_key_values=cache,
+                                      max_new_tokens=self.max_new_tokens, do_sample=False,
                                       pad_token_id=self.tokenizer.pad_token_id)
-            new = out[:, enc["input_ids"].shape[1]:]
-            answers.extend(self.tokenizer.batch_decode(new, skip_special_tokens=True))
+            answers.extend(self.tokenizer.batch_decode(out[:, ids.shape[1]:], skip_special_tokens=True))
         return answers
+
+    def _plain(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor, None]:
+        enc = self.tokenizer(texts, return_tensors="pt", padding=True).to(self.device)
+        return enc["input_ids"], enc["attention_mask"], None
+
+    def _tails(self, texts: list[str]) -> list[list[int]] | None:
+        """Token ids after the shared system-prompt prefix, or ``None`` if a text does not split cleanly there."""
+        if self._prefix is None:
+            self._prefix = self._encode_prefix()
+        text, ids, _ = self._prefix
+        tails = []
+        for t in texts:
+            if not t.startswith(text):
+                return None
+            tail = self.tokenizer(t[len(text):], add_special_tokens=False)["input_ids"]
+            if self.tokenizer(t)["input_ids"] != ids + tail:
+                return None
+            tails.append(tail)
+        return tails
+
+    def _encode_prefix(self) -> tuple[str, list[int], DynamicCache]:
+        """Run the system prompt once; every prompt reuses its key/value cache (most of each prompt's tokens)."""
+        probes = [self.tokenizer.apply_chat_template(messages_for(s), add_generation_prompt=True, tokenize=False)
+                  for s in ("a", "b c")]
+        text = os.path.commonprefix(probes)
+        text = text[: text.rfind("\n") + 1]
+        ids = self.tokenizer(text)["input_ids"]
+        cache = DynamicCache(config=self.model.config)
+        self.model(torch.tensor([ids], device=self.device), past_key_values=cache, use_cache=True)
+        return text, ids, cache
+
+    def _with_prefix(self, tails: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor, DynamicCache]:
+        # Padding sits between the shared prefix and each tail; the attention mask hides it and positions
+        # are derived from the mask, so answers match a left-padded batch without the prefix cache.
+        _, prefix, cached = self._prefix
+        width = max(len(t) for t in tails)
+        pad = self.tokenizer.pad_token_id
+        ids = [prefix + [pad] * (width - len(t)) + t for t in tails]
+        mask = [[1] * len(prefix) + [0] * (width - len(t)) + [1] * len(t) for t in tails]
+        cache = copy.deepcopy(cached)
+        cache.batch_repeat_interleave(len(tails))
+        return torch.tensor(ids, device=self.device), torch.tensor(mask, device=self.device), cache

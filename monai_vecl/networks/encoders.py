@@ -58,9 +58,11 @@ class ImageEncoder(nn.Module):
         for module in self.model.modules():
             if isinstance(module, nn.LayerNorm):
                 module.eps = config.vit_norm_eps
-        for block in self.model.blocks:
+        if config.vit_dropout == 0:
             # Same maths through torch's fused attention kernel: faster and leaner on CPU and GPU.
-            block.attn.use_flash_attention = True
+            # Only without dropout: MONAI passes its dropout rate to that kernel in eval mode too.
+            for block in self.model.blocks:
+                block.attn.use_flash_attention = True
         self.hidden_size = config.vit_hidden_size
         if config.image_weights:
             state = torch.load(config.image_weights, map_location="cpu", weights_only=True)

@@ -38,7 +38,7 @@ def convert_reference_state_dict(state: dict[str, torch.Tensor]) -> dict[str, to
     out: dict[str, torch.Tensor] = {}
     vit: dict[str, torch.Tensor] = {}
     for key, value in state.items():
-        key = key[len(PREFIX) :] if key.startswith(PREFIX) else key
+        key = key.removeprefix(PREFIX)
         if _UNUSED_REFERENCE.match(key) or key.endswith("position_ids"):
             continue
         if key.startswith("img_encoder.model."):

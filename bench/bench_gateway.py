@@ -1,0 +1,238 @@
+"""Benchmark: DICOM gateway push-to-SR latency and throughput on this machine.
+
+Studies are copies of the real chest CR ``RG1_UNCR.dcm`` (pydicom-data package, 1955×1841,
+15-bit), each given new Study/Series/SOP UIDs. Senders push them with pynetdicom C-STORE to an
+in-process gateway that runs the deploy app (``StudyPipeline``) and sends each SR to a probe
+Storage SCP standing in for the PACS, which timestamps its arrival.
+
+Figures per configuration:
+- C-ECHO ms: round trip of a C-ECHO (median of 20 on one association), where Nagle's delay shows;
+- small C-STORE ms: round trip of a 64×64 C-STORE, 20 on one association (median);
+- C-STORE ms: sender-side round trip of one full-size CR C-STORE (median, latency phase);
+- latency p50/p95: studies pushed one at a time (each waits for the previous SR, so no queueing);
+  SR arrival at the PACS − sender's last C-STORE response − quiet period (the configured wait
+  for study completeness is excluded; the gateway's 20 ms poll interval is not);
+- studies/min: a burst of new studies pushed at once by all senders; studies ÷ (last SR arrival
+  − first push).
+
+The baseline, measured in the same run, is Nagle's algorithm left on (no TCP_NODELAY on the
+gateway's or the senders' sockets) with one sender; then TCP_NODELAY with 1 and with 4
+concurrent senders. Ratios are against the baseline.
+
+Usage: python bench/bench_gateway.py [--studies 12] [--quiet 0.5] [--config deploy/config.yaml] [--untrained]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import logging
+import socket
+import statistics
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pydicom
+import yaml
+from pydicom.uid import generate_uid
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
+from pynetdicom.sop_class import Verification
+
+from monai_vecl.deploy.gateway import GatewayService
+from monai_vecl.deploy.gateway_config import Destination, GatewayConfig, Peer
+from monai_vecl.deploy.pipeline import PipelineConfig, StudyPipeline
+
+ROOT = Path(__file__).resolve().parents[1]
+CR_STORAGE = "1.2.840.10008.5.1.4.1.1.1"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def nodelay(event: evt.Event) -> None:
+    event.assoc.dul.socket.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+def conn_handlers(tcp_nodelay: bool) -> list:
+    return [(evt.EVT_CONN_OPEN, nodelay)] if tcp_nodelay else []
+
+
+class Probe:
+    """Storage SCP in the PACS role: records when each study's SR arrives."""
+
+    def __init__(self) -> None:
+        self.arrivals: dict[str, float] = {}
+        self.done = threading.Condition()
+        ae = AE(ae_title="PACS")
+        for cx in AllStoragePresentationContexts:
+            ae.add_supported_context(cx.abstract_syntax, ALL_TRANSFER_SYNTAXES)
+        self.port = free_port()
+        self.server = ae.start_server(("127.0.0.1", self.port), block=False,
+                                      evt_handlers=[(evt.EVT_C_STORE, self._on_store), (evt.EVT_CONN_OPEN, nodelay)])
+
+    def _on_store(self, event: evt.Event) -> int:
+        now = time.perf_counter()
+        with self.done:
+            self.arrivals[str(event.dataset.StudyInstanceUID)] = now
+            self.done.notify_all()
+        return 0x0000
+
+    def wait_for(self, study_uids: list[str], timeout: float) -> None:
+        with self.done:
+            if not self.done.wait_for(lambda: all(u in self.arrivals for u in study_uids), timeout):
+                raise TimeoutError(f"{sum(u in self.arrivals for u in study_uids)}/{len(study_uids)} SRs arrived")
+
+
+def make_studies(n: int, template: pydicom.Dataset) -> list[pydicom.Dataset]:
+    studies = []
+    for _ in range(n):
+        ds = copy.deepcopy(template)  # Dataset.copy() shares element objects: new UIDs would leak into the template
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        studies.append(ds)
+    return studies
+
+
+def small_study(template: pydicom.Dataset, n: int, size: int = 64) -> list[pydicom.Dataset]:
+    """``n`` instances of one new study, each a ``size``² subsample of the CR: small PDUs."""
+    pixels = template.pixel_array
+    step_r, step_c = pixels.shape[0] // size, pixels.shape[1] // size
+    small = pixels[::step_r, ::step_c][:size, :size].copy()
+    instances = make_studies(n, template)
+    study_uid, series_uid = instances[0].StudyInstanceUID, instances[0].SeriesInstanceUID
+    for ds in instances:
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = study_uid, series_uid
+        ds.Rows, ds.Columns, ds.PixelData = size, size, small.tobytes()
+    return instances
+
+
+def push(port: int, calling: str, studies: list[list[pydicom.Dataset]], tcp_nodelay: bool,
+         times_ms: list[float], last_sent: dict[str, float], probe: Probe | None = None) -> None:
+    """One sender: each study's instances over one association, as a PACS forwarding studies does.
+
+    Times every C-STORE; with ``probe``, waits for each study's SR before pushing the next
+    (latency without queueing)."""
+    ae = AE(ae_title=calling)
+    ae.add_requested_context(CR_STORAGE, [str(studies[0][0].file_meta.TransferSyntaxUID)])
+    for instances in studies:
+        assoc = ae.associate("127.0.0.1", port, ae_title="VECL", evt_handlers=conn_handlers(tcp_nodelay))
+        if not assoc.is_established:
+            raise RuntimeError("gateway refused the association")
+        for ds in instances:
+            start = time.perf_counter()
+            status = assoc.send_c_store(ds)
+            end = time.perf_counter()
+            if status.Status != 0x0000:
+                raise RuntimeError(f"C-STORE status 0x{status.Status:04X}")
+            times_ms.append(1000 * (end - start))
+        assoc.release()
+        study_uid = str(instances[0].StudyInstanceUID)
+        last_sent[study_uid] = end
+        if probe is not None:
+            probe.wait_for([study_uid], timeout=120)
+
+
+def echo_round_trips(port: int, tcp_nodelay: bool, n: int = 20) -> float:
+    """Median C-ECHO round trip (ms) on one association: small PDUs show Nagle's delay best."""
+    ae = AE(ae_title="SENDER0")
+    ae.add_requested_context(Verification)
+    assoc = ae.associate("127.0.0.1", port, ae_title="VECL", evt_handlers=conn_handlers(tcp_nodelay))
+    times = []
+    for _ in range(n):
+        start = time.perf_counter()
+        assoc.send_c_echo()
+        times.append(1000 * (time.perf_counter() - start))
+    assoc.release()
+    return statistics.median(times)
+
+
+def run(pipeline: StudyPipeline, template: pydicom.Dataset, *, studies: int, senders: int, tcp_nodelay: bool,
+        quiet: float, workdir: Path) -> dict[str, float]:
+    """Latency phase (one study at a time), then throughput phase (all studies at once from ``senders``)."""
+    probe = Probe()
+    config = GatewayConfig(
+        destination=Destination("PACS", "127.0.0.1", probe.port),
+        peers=tuple(Peer(f"SENDER{k}") for k in range(senders)),
+        spool_dir=workdir, port=0, quiet_seconds=quiet, poll_seconds=0.02, tcp_nodelay=tcp_nodelay,
+    )
+    service = GatewayService(config, pipeline=pipeline)
+    service.start()
+    store_ms: list[float] = []
+    last_sent: dict[str, float] = {}
+    try:
+        echo_ms = echo_round_trips(service.port, tcp_nodelay)
+        small_ms: list[float] = []
+        push(service.port, "SENDER0", [small_study(template, 20)], tcp_nodelay, small_ms, {}, probe)
+        sequential = make_studies(studies, template)
+        push(service.port, "SENDER0", [[ds] for ds in sequential], tcp_nodelay, store_ms, last_sent, probe)
+        burst = make_studies(studies, template)
+        first = time.perf_counter()
+        threads = [threading.Thread(target=push, args=(service.port, f"SENDER{k}", [[ds] for ds in burst[k::senders]],
+                                                       tcp_nodelay, [], last_sent)) for k in range(senders)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        burst_uids = [str(ds.StudyInstanceUID) for ds in burst]
+        probe.wait_for(burst_uids, timeout=60 + 30 * studies)
+    finally:
+        service.stop()
+        probe.server.shutdown()
+    latencies = sorted(probe.arrivals[u] - last_sent[u] - quiet for u in (str(ds.StudyInstanceUID) for ds in sequential))
+    span = max(probe.arrivals[u] for u in burst_uids) - first
+    return {
+        "echo_ms": echo_ms,
+        "small_ms": statistics.median(small_ms),
+        "store_ms": statistics.median(store_ms),
+        "p50": statistics.median(latencies),
+        "p95": statistics.quantiles(latencies, n=20, method="inclusive")[-1],
+        "per_min": 60 * studies / span,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--studies", type=int, default=12, help="studies per configuration")
+    parser.add_argument("--quiet", type=float, default=0.5, help="gateway quiet period (s), excluded from latency")
+    parser.add_argument("--config", type=Path, default=ROOT / "deploy" / "config.yaml", help="deploy app settings")
+    parser.add_argument("--untrained", action="store_true", help="ignore the bundle: untrained small network")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    import data_store  # the pydicom-data package
+
+    template = pydicom.dcmread(Path(data_store.__file__).parent / "data" / "RG1_UNCR.dcm")
+    settings = yaml.safe_load(args.config.read_text())["deploy"]
+    config = PipelineConfig.from_mapping(settings, base_dir=args.config.parent)
+    if args.untrained or not (config.bundle_root and (config.bundle_root / config.model_file).is_file()):
+        print("model: untrained small network (no trained bundle used)")
+        config = PipelineConfig.from_mapping({**settings, "bundle_root": None})
+    else:
+        print(f"model: bundle {config.bundle_root}")
+    pipeline = StudyPipeline(config)
+    print(f"{args.studies} studies of 1 CR image ({template.Rows}x{template.Columns}), quiet {args.quiet} s, "
+          f"{len(pipeline.thresholds)} findings, device {pipeline.device}, load average {Path('/proc/loadavg').read_text().split()[:3]}")
+    runs = [("Nagle on (baseline), 1 sender", False, 1), ("TCP_NODELAY, 1 sender", True, 1), ("TCP_NODELAY, 4 senders", True, 4)]
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        # One study through the app first, so first-call costs (lazy imports, SR templates) stay out of every run.
+        warm = Path(tmp) / "warm.dcm"
+        template.save_as(warm, enforce_file_format=True)
+        pipeline.process([warm])
+        for i, (name, tcp_nodelay, senders) in enumerate(runs):
+            results.append((name, run(pipeline, template, studies=args.studies, senders=senders,
+                                      tcp_nodelay=tcp_nodelay, quiet=args.quiet, workdir=Path(tmp) / str(i))))
+    base = results[0][1]
+    print(f"{'configuration':32} {'C-ECHO ms':>9} {'small ms':>8} {'C-STORE ms':>10} {'p50 s':>7} {'p95 s':>7} {'studies/min':>11} "
+          f"{'p50 speed-up':>12} {'thr. ratio':>10}")
+    for name, r in results:
+        print(f"{name:32} {r['echo_ms']:9.2f} {r['small_ms']:8.2f} {r['store_ms']:10.1f} {r['p50']:7.2f} {r['p95']:7.2f} {r['per_min']:11.1f} "
+              f"{base['p50'] / r['p50']:11.2f}x {r['per_min'] / base['per_min']:9.2f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,99 @@
+"""VECL vs the CLIP baseline vs the no-entailment ablation, trained with the same budget on the phantom.
+
+Each model is trained by the bundle's ``training`` workflow (only ``loss_kind`` differs; same data,
+seed, epochs, batch size, optimiser) and evaluated by its ``evaluating`` workflow. One table is
+printed and written: POS and PNC macro AUC / F1 / MCC / mAP on ``test`` and ``test_shifted``.
+F1 and MCC use the paper's oracle thresholds (chosen on the evaluated split itself); the
+validation-threshold figures are in each run's ``eval/*.csv``.
+
+    .venv/bin/python bench/compare_vecl_clip.py --out bundles/vecl_cxr/outputs/compare
+
+Everything else is a bundle override, e.g. ``--max-epochs 8 --phantom-images 600`` (train.yaml's
+defaults when left out). An interrupted comparison resumes each training from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "vecl_cxr"
+KINDS = ("vecl", "clip", "no_entailment")
+SPLITS = ("test", "test_shifted")
+COLUMNS = (("auc", "AUC"), ("oracle_f1", "F1*"), ("oracle_mcc", "MCC*"), ("ap", "mAP"))
+
+
+def bundle_run(workflow: str, configs: list[str], overrides: dict[str, object], log: Path) -> float:
+    """Run ``python -m monai.bundle run <workflow>`` with overrides; returns wall seconds; output goes to ``log``."""
+    cmd = [sys.executable, "-m", "monai.bundle", "run", workflow, "--bundle_root", str(BUNDLE),
+           "--config_file", repr([str(BUNDLE / "configs" / c) for c in configs])]
+    for key, value in overrides.items():
+        cmd += [f"--{key}", str(value)]
+    start = time.perf_counter()
+    with open(log, "w", encoding="utf-8") as f:
+        result = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT)
+    if result.returncode != 0:
+        raise RuntimeError(f"{workflow} failed (exit {result.returncode}); see {log}")
+    return time.perf_counter() - start
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def table(summaries: dict[str, dict], seconds: dict[str, float]) -> str:
+    """Markdown table: one row per (model, split), POS and PNC column groups."""
+    head = ["model", "split"] + [f"{mode.upper()} {label}" for mode in ("pos", "pnc") for _, label in COLUMNS]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for kind, summary in summaries.items():
+        for split in SPLITS:
+            cells = [_fmt(summary[f"{split}_{mode}"][key]) for mode in ("pos", "pnc") for key, _ in COLUMNS]
+            lines.append(f"| {kind} | {split} | " + " | ".join(cells) + " |")
+    lines.append("")
+    lines.append("F1*, MCC*: oracle thresholds (chosen on the evaluated split: the VECL paper's protocol). "
+                 "Training wall time: " + ", ".join(f"{k} {s / 60:.1f} min" for k, s in seconds.items()) + ".")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", type=Path, default=BUNDLE / "outputs" / "compare")
+    parser.add_argument("--kinds", nargs="+", default=list(KINDS), help=f"loss kinds, from {KINDS} or any VECLLoss kind")
+    parser.add_argument("--max-epochs", type=int, default=None)
+    parser.add_argument("--phantom-images", type=int, default=None)
+    parser.add_argument("--n-bootstrap", type=int, default=200)
+    parser.add_argument("--with-extras", action="store_true", help="also run retrieval, linear probe and t-SNE")
+    args = parser.parse_args(argv)
+
+    out = args.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    shared = {"phantom_dir": out / "phantom", "mlflow_tracking_uri": f"sqlite:///{out / 'mlflow.db'}",
+              "mlflow_experiment": "vecl-compare", "progress": False}
+    if args.max_epochs is not None:
+        shared["max_epochs"] = args.max_epochs
+    if args.phantom_images is not None:
+        shared["phantom_images"] = args.phantom_images
+    summaries, seconds = {}, {}
+    for kind in args.kinds:
+        run = {**shared, "loss_kind": kind, "output_dir": out / kind, "model_file": out / kind / "model.pt"}
+        (out / kind).mkdir(exist_ok=True)
+        seconds[kind] = bundle_run("training", ["train.yaml"], run, out / kind / "train.log")
+        evaluate = {**run, "n_bootstrap": args.n_bootstrap}
+        if not args.with_extras:
+            evaluate["eval_extras"] = "[]"
+        bundle_run("evaluating", ["train.yaml", "evaluate.yaml"], evaluate, out / kind / "evaluate.log")
+        summaries[kind] = json.loads((out / kind / "eval" / "summary.json").read_text(encoding="utf-8"))
+        print(f"{kind}: trained in {seconds[kind] / 60:.1f} min", flush=True)
+    text = table(summaries, seconds)
+    (out / "comparison.md").write_text(text + "\n", encoding="utf-8")
+    (out / "comparison.json").write_text(json.dumps({"summaries": summaries, "train_seconds": seconds}, indent=1),
+                                         encoding="utf-8")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
