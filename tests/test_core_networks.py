@@ -61,14 +61,15 @@ def test_text_features_are_masked_mean_of_last_four_layers(small):
     assert torch.allclose(sentence[0], expected_tokens[0, :n0].mean(0), atol=1e-5)
 
 
-def test_unmasked_mean_parity_option_depends_on_padding():
+def test_reference_mean_parity_option_divides_by_fixed_length():
     net = build_vecl("small", text_pooling="mean", text_pad_to_max=True, vit_num_layers=1).eval()
     tokens = net.tokenize(TEXTS[:1])
     assert tokens["input_ids"].shape[1] == 97
     with torch.no_grad():
         sentence, token_feats = net.text_encoder(tokens["input_ids"], tokens["attention_mask"])
-    assert torch.allclose(sentence[0], token_feats[0].mean(0), atol=1e-5)
     n = int(tokens["attention_mask"][0].sum())
+    assert n < 97
+    assert torch.allclose(sentence[0], token_feats[0, :n].sum(0) / 97, atol=1e-5)
     assert not torch.allclose(sentence[0], token_feats[0, :n].mean(0), atol=1e-3)
 
 

@@ -161,3 +161,24 @@ def test_bad_pixel_data_gives_clear_errors(tmp_path):
         dicom_to_gray01(multi)
     with pytest.raises(DicomImageError, match="width"):
         window_to_unit(np.zeros(3), 0.0, 0.5, "LINEAR")
+
+
+def test_bits_above_bits_stored_are_ignored_and_signed_values_sign_extended(tmp_path):
+    noisy = ramp(top=4095) | 0xF000  # overlay/garbage in the 4 unused high bits
+    ds = pydicom.dcmread(make_dx(tmp_path / "hb.dcm", noisy, bits_stored=12))
+    np.testing.assert_allclose(dicom_to_gray01(ds), ramp(top=4095) / 4095, atol=1e-6)
+    signed = np.array([[0xFFF, 0x800, 0x7FF, 0]], dtype=np.uint16).view(np.int16)  # 12-bit -1, -2048, 2047, 0
+    ds = pydicom.dcmread(make_dx(tmp_path / "s.dcm", signed, bits_stored=12, signed=True))
+    np.testing.assert_allclose(dicom_to_gray01(ds)[0], (np.array([-1, -2048, 2047, 0]) + 2048) / 4095, atol=1e-6)
+
+
+def test_empty_window_falls_back_and_broken_voi_lut_is_reported(tmp_path):
+    pixels = ramp(top=4095)
+    empty = pydicom.dcmread(make_dx(tmp_path / "e.dcm", pixels, bits_stored=12, WindowCenter="", WindowWidth=""))
+    np.testing.assert_allclose(dicom_to_gray01(empty), pixels / 4095, atol=1e-6)
+    item = Dataset()
+    item.LUTDescriptor = [16, 0, 9]  # 9 bits per entry is not allowed (PS3.3 C.11.2.1.1)
+    item.add_new("LUTData", "US", list(range(16)))
+    broken = pydicom.dcmread(make_dx(tmp_path / "v.dcm", pixels, bits_stored=12, VOILUTSequence=[item]))
+    with pytest.raises(DicomImageError, match="VOI"):
+        dicom_to_gray01(broken)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -122,14 +123,16 @@ def test_unusable_pixels_fall_back_to_the_next_frontal_image(pipeline, tmp_path)
 
 
 @pytest.mark.parametrize("kind, reason", [("lateral", "lateral view"), ("hand", "not chest"), ("none", "no instances")])
-def test_studies_without_a_frontal_chest_get_no_sr(pipeline, tmp_path, kind, reason):
+def test_studies_without_a_frontal_chest_get_no_sr(pipeline, tmp_path, caplog, kind, reason):
     paths = {
         "lateral": [make_dx(tmp_path / "l.dcm", ramp(), view="RL", bits_stored=12)],
         "hand": [make_dx(tmp_path / "h.dcm", ramp(), body_part="HAND", bits_stored=12)],
         "none": [],
     }[kind]
-    result = pipeline.process(paths)
+    with caplog.at_level(logging.INFO, logger="monai_vecl.deploy.pipeline"):
+        result = pipeline.process(paths)
     assert result.sr is None and reason in result.skipped_reason and result.scores == {}
+    assert any(reason in record.getMessage() and "no SR" in record.getMessage() for record in caplog.records)
 
 
 def test_two_studies_in_one_call_are_refused(pipeline, tmp_path):

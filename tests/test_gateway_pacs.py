@@ -61,6 +61,19 @@ def pacs_and_gateway(tmp_path_factory: pytest.TempPathFactory, pipeline):
             service.stop()
 
 
+@pytest.fixture(scope="module")
+def phantom_dicom(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A phantom chest radiograph (the project's embedded data set) exported as DX DICOM."""
+    from monai_vecl.data.dicom_export import export_dicom
+    from monai_vecl.data.manifest import read_manifest
+    from monai_vecl.data.phantom import generate_phantom
+
+    root = tmp_path_factory.mktemp("phantom")
+    manifest = generate_phantom(root / "data", n_images=4, seed=0, workers=1)
+    record = next(r for r in read_manifest(manifest) if r.view in ("PA", "AP"))
+    return export_dicom(record, manifest, root / "phantom.dcm")
+
+
 def _sr_count_is(orthanc: Orthanc, study_uid: str, n: int) -> bool:
     return len(orthanc.srs_of(study_uid)) == n
 
@@ -82,18 +95,18 @@ def _check_sr(orthanc: Orthanc, study_uid: str, source: Path, tmp_path: Path) ->
     return sr
 
 
-def test_rest_push_of_real_cr_j2k_and_dx_studies_returns_a_valid_sr_into_each(pacs_and_gateway, tmp_path: Path) -> None:
+def test_rest_push_of_real_cr_j2k_and_phantom_studies_returns_a_valid_sr_into_each(
+    pacs_and_gateway, phantom_dicom: Path, tmp_path: Path
+) -> None:
     orthanc, _ = pacs_and_gateway
     sources = {
         "cr": pydicom_data("RG1_UNCR.dcm"),
         "j2k": copy_as_new_study(pydicom_data("RG1_J2KR.dcm"), tmp_path / "j2k.dcm", seed=1),
-        "dx": write_study(tmp_path / "dx", 2, seed=11)[0],
+        "phantom": phantom_dicom,
     }
     studies = {}
     for name, path in sources.items():
-        files = [path] if name != "dx" else sorted((tmp_path / "dx").glob("*.dcm"))
-        for f in files:
-            orthanc.upload(f)
+        orthanc.upload(path)
         study_uid = pydicom.dcmread(path, stop_before_pixels=True).StudyInstanceUID
         orthanc.push("VECL", orthanc.study_id(study_uid))
         studies[name] = study_uid

@@ -5,11 +5,15 @@ here (long quiet period), so no model is loaded."""
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+from io import BytesIO
 from pathlib import Path
 
 import pydicom
 import pytest
 from gateway_pacs import (
+    DX_PRESENTATION,
     dx_instance,
     echoscu,
     free_port,
@@ -20,11 +24,11 @@ from gateway_pacs import (
 )
 from pydicom.encaps import encapsulate, generate_fragments
 from pydicom.uid import generate_uid
-from pynetdicom import AE
+from pynetdicom import AE, evt
 from pynetdicom.sop_class import MRImageStorage, Verification
 
-from monai_vecl.deploy.gateway import GatewayService
-from monai_vecl.deploy.gateway_config import Destination, GatewayConfig, Peer
+from monai_vecl.deploy.gateway import GatewayService, send_file
+from monai_vecl.deploy.gateway_config import Destination, GatewayConfig, Peer, TLSConfig
 from monai_vecl.deploy.intake import (
     CANNOT_UNDERSTAND,
     DOES_NOT_MATCH_SOP_CLASS,
@@ -32,6 +36,7 @@ from monai_vecl.deploy.intake import (
     IntakeError,
     check_instance,
 )
+from monai_vecl.deploy.spool import Spool
 
 ACCEPTED = frozenset(GatewayConfig.__dataclass_fields__["accepted_sop_classes"].default)
 
@@ -154,3 +159,77 @@ def test_check_instance_rejects_sop_class_mismatch() -> None:
         check_instance(ds, "1.2.840.10008.5.1.4.1.1.1", ACCEPTED)
     assert e.value.status == DOES_NOT_MATCH_SOP_CLASS
     assert check_instance(ds, ds.SOPClassUID, ACCEPTED).sop_uid == ds.SOPInstanceUID
+
+
+def _make_certificates(folder: Path) -> TLSConfig:
+    """A throw-away CA and one certificate for 127.0.0.1 it signed (used by every party here)."""
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=folder, check=True, capture_output=True, timeout=60)
+
+    (folder / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt",
+            "-days", "2", "-subj", "/CN=vecl-test-ca")
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "node.key", "-out", "node.csr", "-subj", "/CN=127.0.0.1")
+    openssl("x509", "-req", "-in", "node.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+            "-out", "node.crt", "-days", "2", "-extfile", "san.ext")
+    return TLSConfig(folder / "node.crt", folder / "node.key", folder / "ca.crt")
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
+def test_tls_admits_only_tls_peers_and_delivers_over_tls(tmp_path: Path) -> None:
+    tls = _make_certificates(tmp_path)
+    received: list[str] = []
+
+    def on_store(event: evt.Event) -> int:
+        received.append(event.dataset.SOPInstanceUID)
+        return 0x0000
+
+    pacs = AE(ae_title="PACS")
+    pacs.add_supported_context(DX_PRESENTATION)
+    pacs_server = pacs.start_server(("127.0.0.1", 0), block=False, ssl_context=tls.server_context(),
+                                    evt_handlers=[(evt.EVT_C_STORE, on_store)])
+    config = GatewayConfig(
+        destination=Destination("PACS", "127.0.0.1", pacs_server.server_address[1]), peers=(Peer("ORTHANC"),),
+        spool_dir=tmp_path / "spool", port=0, quiet_seconds=3600, tls=tls,
+    )
+    service = GatewayService(config, pipeline=NeverCalled())
+    service.start()
+    try:
+        ds = dx_instance(generate_uid(), 5)
+        ae = AE(ae_title="ORTHANC")
+        ae.acse_timeout = ae.network_timeout = 10
+        ae.add_requested_context(DX_PRESENTATION)
+        assoc = ae.associate("127.0.0.1", service.port, ae_title="VECL", tls_args=(tls.client_context(), "127.0.0.1"))
+        assert assoc.is_established
+        assert assoc.send_c_store(ds).Status == 0x0000
+        assoc.release()
+        assert not ae.associate("127.0.0.1", service.port, ae_title="VECL").is_established, "plain TCP must fail"
+        path = tmp_path / "out.dcm"
+        ds.save_as(path, enforce_file_format=True)
+        assert send_file(config, path) is None
+        assert received == [ds.SOPInstanceUID]
+    finally:
+        service.stop()
+        pacs_server.shutdown()
+
+
+def test_spooled_file_without_database_row_is_registered_at_start_up(tmp_path: Path) -> None:
+    """A crash between the spool rename and the database commit leaves a complete file: keep it."""
+    config = GatewayConfig(destination=Destination("PACS", "127.0.0.1", free_port()), peers=(Peer("ORTHANC"),),
+                           spool_dir=tmp_path / "spool", port=0, quiet_seconds=3600)
+    ds = dx_instance(generate_uid(), 4)
+    spool = Spool(config.spool_dir)
+    buffer = BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    spool.write(spool.instance_path(ds.StudyInstanceUID, ds.SOPInstanceUID), buffer.getvalue())
+    service = GatewayService(config, pipeline=NeverCalled())
+    service.start()
+    try:
+        assert service.state.counts()["received"] == 1
+        recorded = service.state.instance_digest(ds.SOPInstanceUID)
+        assert _send(service.port, ds, ds.SOPClassUID).Status == 0x0000
+        assert service.state.instance_digest(ds.SOPInstanceUID) == recorded, "same digest as a live C-STORE"
+        assert len(service.state.studies()) == 1 and service.state.studies()[0].instances == 1
+    finally:
+        service.stop()

@@ -30,6 +30,11 @@ from monai_vecl.labeling.rules import RulesLabeler
     ("Dr. ___ was notified.", ("25",)),
     ("Multiple masses and nodules.", ("7+", "9+")),
     ("No new effusion; stable small left effusion.", ("2+",)),
+    ("The lungs are clear.", ("5-",)),
+    ("The costophrenic angles are sharp.", ("2-",)),
+    ("Pulmonary vasculature is not engorged.", ("8-",)),
+    ("No acute osseous abnormality.", ("16-",)),
+    ("There is extensive subcutaneous emphysema.", ("25",)),
 ])
 def test_rules_cases(sentence, labels):
     assert RulesLabeler().labels_of(sentence) == labels

@@ -34,16 +34,16 @@ def test_smollm2_pipeline(tmp_path):
         return answers
 
     labeler.complete = recording
-    sentences = ["No pleural effusion.", "Moderate cardiomegaly.", "No pleural effusion", "Small left pneumothorax."]
+    sentences = ["No pleural effusion.", "Moderate cardiomegaly.", "No pleural effusion"]
     with LabelCache(tmp_path / "c.sqlite") as cache:
         results, stats = label_sentences(sentences, labeler, cache)
-        assert cache.count(labeler.identity) == 3
+        assert cache.count(labeler.identity) == 2
     assert results[0] == results[2]  # same normalised sentence, labeled once
-    distinct = [sentences[0], sentences[1], sentences[3]]
+    distinct = sentences[:2]
     first = rounds[0]
-    assert len(first) == 3 and all(isinstance(a, str) for a in first)
+    assert len(first) == 2 and all(isinstance(a, str) for a in first)
     invalid = [i for i, a in enumerate(first) if _valid(a) is None]
-    assert stats.repairs == len(invalid) and stats.llm_calls == 3 + len(invalid)
+    assert stats.repairs == len(invalid) and stats.llm_calls == 2 + len(invalid)
     assert len(rounds) == (2 if invalid else 1)
     repaired = dict(zip(invalid, rounds[1])) if invalid else {}
     for i, sentence in enumerate(distinct):
@@ -55,4 +55,4 @@ def test_smollm2_pipeline(tmp_path):
         else:
             assert result.fallback and result.backend == "rules"
             assert result.labels == labeler.fallback.labels_of(sentence)
-    assert stats.fallbacks == sum(r.fallback for r in (results[0], results[1], results[3]))
+    assert stats.fallbacks == sum(r.fallback for r in results[:2])

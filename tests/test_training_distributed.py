@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import socket
 
-import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
 from monai_vecl.losses import VECLLoss
-from monai_vecl.networks import TextFeatures, VECLOutput, build_vecl
+from monai_vecl.networks import TextFeatures, build_vecl
 from monai_vecl.taxonomy import multi_hot_batch
 from monai_vecl.training.distributed import gather_with_grad, map_tensors
 from monai_vecl.training.step import VECLTrainStep
@@ -25,48 +24,9 @@ SENTENCE_LABELS = [["2-"], ["2+"], ["4+"], ["3-"], ["8+"], ["25"], ["1+"], ["5+"
 IMAGE_LABELS = [["2-", "3-"], ["2+", "4+"], ["4+"], ["3-", "8-"], ["8+", "2+"], [], ["1+", "2-"], ["5+", "1+"]]
 
 
-class ToyVECL(nn.Module):
-    """The smallest network with the VECL contract, pairwise-independent fusion and padded token memory."""
-
-    image_size = 8
-
-    def __init__(self, d: int = 6):
-        super().__init__()
-        self.image = nn.Linear(3 * 8 * 8, 2 * d)
-        self.embed = nn.Embedding(40, d)
-        self.head = nn.Sequential(nn.Linear(2 * d, 8), nn.Tanh(), nn.Linear(8, 3))
-        self.d = d
-
-    def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
-        length = max(len(t) for t in texts)
-        ids = torch.zeros(len(texts), length, dtype=torch.long)
-        mask = torch.zeros(len(texts), length, dtype=torch.long)
-        for i, t in enumerate(texts):
-            ids[i, : len(t)] = torch.tensor([ord(c) % 39 + 1 for c in t])
-            mask[i, : len(t)] = 1
-        return {"input_ids": ids, "attention_mask": mask}
-
-    def encode_images(self, x: torch.Tensor) -> torch.Tensor:
-        return self.image(x.flatten(1)).view(-1, 2, self.d)
-
-    def encode_texts(self, ids: torch.Tensor, mask: torch.Tensor) -> TextFeatures:
-        tokens = self.embed(ids)
-        sentence = (tokens * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
-        keep = torch.ones_like(mask[:, :1], dtype=torch.bool)
-        return TextFeatures(torch.cat([sentence[:, None], tokens], 1), ~torch.cat([keep, mask.bool()], 1))
-
-    def fuse(self, img: torch.Tensor, txt: TextFeatures) -> VECLOutput:
-        n, m = img.shape[0], txt.memory.shape[0]
-        valid = (~txt.padding_mask).float()[..., None]
-        pooled = (txt.memory * valid).sum(1) / valid.sum(1)
-        pair = lambda a, b: torch.cat([a[:, None].expand(n, m, -1), b[None].expand(n, m, -1)], -1)  # noqa: E731
-        return VECLOutput(i2t=self.head(pair(img.sum(1), txt.sentence)), t2i=self.head(pair(img[:, 0], pooled)))
-
-
-def make_network(kind: str) -> nn.Module:
+def make_network() -> nn.Module:
+    """The small preset shrunk to a few thousand weights (no dropout), built from a config: no weight files."""
     torch.manual_seed(0)
-    if kind == "toy":
-        return ToyVECL()
     tiny_bert = {"model_type": "bert", "hidden_size": 16, "num_hidden_layers": 2, "num_attention_heads": 2,
                  "intermediate_size": 32, "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
     return build_vecl("small", image_size=32, load_size=40, patch_size=16, vit_hidden_size=16, vit_mlp_dim=32,
@@ -74,9 +34,8 @@ def make_network(kind: str) -> nn.Module:
                       fusion_layers=1, fusion_heads=2, fusion_ffn_dim=32, fusion_dropout=0.0, head_dims=(16,))
 
 
-def batch(kind: str) -> tuple[torch.Tensor, list[str], torch.Tensor, torch.Tensor]:
-    size = 8 if kind == "toy" else 32
-    images = torch.randn(N_GLOBAL, 3, size, size, generator=torch.Generator().manual_seed(1))
+def batch() -> tuple[torch.Tensor, list[str], torch.Tensor, torch.Tensor]:
+    images = torch.randn(N_GLOBAL, 3, 32, 32, generator=torch.Generator().manual_seed(1))
     return images, TEXTS, multi_hot_batch(IMAGE_LABELS), multi_hot_batch(SENTENCE_LABELS)
 
 
@@ -86,12 +45,12 @@ def loss_and_grads(step: nn.Module, network: nn.Module, images, texts, image_mh,
     return loss.detach(), logits, {k: p.grad.clone() for k, p in network.named_parameters() if p.grad is not None}
 
 
-def _worker(rank: int, world: int, port: int, kind: str, out: str) -> None:
+def _worker(rank: int, world: int, port: int, out: str) -> None:
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     try:
-        network = make_network(kind)
-        step = nn.parallel.DistributedDataParallel(VECLTrainStep(network, VECLLoss("vecl")))
-        images, texts, image_mh, sentence_mh = batch(kind)
+        network = make_network()
+        step = nn.parallel.DistributedDataParallel(VECLTrainStep(network, VECLLoss("vecl")), find_unused_parameters=True)
+        images, texts, image_mh, sentence_mh = batch()
         part = slice(rank * N_GLOBAL // world, (rank + 1) * N_GLOBAL // world)
         result = loss_and_grads(step, network, images[part], texts[part], image_mh[part], sentence_mh[part])
         if rank == 0:
@@ -106,19 +65,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.parametrize("kind", ["toy", "vecl_tiny"])
-def test_ddp_two_processes_equal_single_process_on_global_batch(tmp_path, kind):
-    network = make_network(kind)
-    loss, logits, grads = loss_and_grads(VECLTrainStep(network, VECLLoss("vecl")), network, *batch(kind))
+def test_ddp_two_processes_equal_single_process_on_global_batch(tmp_path):
+    network = make_network()
+    loss, logits, grads = loss_and_grads(VECLTrainStep(network, VECLLoss("vecl")), network, *batch())
     out = tmp_path / "rank0.pt"
-    mp.spawn(_worker, args=(2, free_port(), kind, str(out)), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, free_port(), str(out)), nprocs=2, join=True)
     ddp_loss, ddp_logits, ddp_grads = torch.load(out)
     assert ddp_logits.shape == (N_GLOBAL, N_GLOBAL, 3)  # the loss saw the global batch
     torch.testing.assert_close(ddp_logits, logits, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(ddp_loss, loss, rtol=1e-5, atol=1e-6)
-    assert grads.keys() == ddp_grads.keys() and len(grads) > 3
+    assert grads.keys() == ddp_grads.keys() and len(grads) > 20
+    assert any(name.startswith("text_encoder") for name in grads)  # gradients crossed the text-feature gather
     for name in grads:
-        assert grads[name].abs().sum() > 0 or name.startswith("text_encoder"), name
         torch.testing.assert_close(ddp_grads[name], grads[name], rtol=1e-4, atol=1e-6, msg=name)
 
 

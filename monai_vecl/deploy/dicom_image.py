@@ -99,6 +99,24 @@ def _stretch(values: np.ndarray, lo: float, hi: float) -> np.ndarray:
     return (values - lo) / (hi - lo)
 
 
+def _has_value(ds: Dataset, keyword: str) -> bool:
+    return keyword in ds and ds[keyword].value not in (None, "", b"", [])
+
+
+def _display_values(ds: Dataset, stored: np.ndarray, voi_index: int, no_voi: str) -> np.ndarray:
+    """Modality LUT then the VOI transform (or the ``no_voi`` stretch), in [0, 1] before any inversion."""
+    values = np.asarray(apply_modality_lut(stored, ds), dtype=np.float64)
+    if _has_value(ds, "VOILUTSequence"):
+        return _apply_voi_lut_to_unit(values, ds, min(voi_index, len(ds.VOILUTSequence) - 1))
+    if _has_value(ds, "WindowCenter") and _has_value(ds, "WindowWidth"):
+        function = str(ds.get("VOILUTFunction", "LINEAR") or "LINEAR")
+        center, width = _multi_value(ds, "WindowCenter", voi_index), _multi_value(ds, "WindowWidth", voi_index)
+        return window_to_unit(values, center, width, function)
+    if no_voi == "bit_depth":
+        return _stretch(values, *_bit_depth_range(ds))
+    return _stretch(values, float(values.min()), float(values.max()))
+
+
 def dicom_to_gray01(ds: Dataset, voi_index: int = 0, no_voi: str = "bit_depth") -> np.ndarray:
     """Display-ready grayscale image [H, W] float32 in [0, 1] (0 = black) from a DICOM instance.
 
@@ -114,18 +132,12 @@ def dicom_to_gray01(ds: Dataset, voi_index: int = 0, no_voi: str = "bit_depth") 
     if no_voi not in NO_VOI_MODES:
         raise ValueError(f"no_voi must be one of {NO_VOI_MODES}, got {no_voi!r}")
     stored = decode_pixels(ds)
-    values = np.asarray(apply_modality_lut(stored, ds), dtype=np.float64)
-    if "VOILUTSequence" in ds and len(ds.VOILUTSequence) > 0:
-        out = _apply_voi_lut_to_unit(values, ds, min(voi_index, len(ds.VOILUTSequence) - 1))
-    elif "WindowCenter" in ds and "WindowWidth" in ds:
-        function = str(ds.get("VOILUTFunction", "LINEAR") or "LINEAR")
-        out = window_to_unit(
-            values, _multi_value(ds, "WindowCenter", voi_index), _multi_value(ds, "WindowWidth", voi_index), function
-        )
-    elif no_voi == "bit_depth":
-        out = _stretch(values, *_bit_depth_range(ds))
-    else:
-        out = _stretch(values, float(values.min()), float(values.max()))
+    try:
+        out = _display_values(ds, stored, voi_index, no_voi)
+    except DicomImageError:
+        raise
+    except (ValueError, TypeError, KeyError, AttributeError, IndexError, NotImplementedError) as err:
+        raise DicomImageError(f"invalid Modality LUT / VOI attributes: {type(err).__name__}: {err}") from err
     if ds.PhotometricInterpretation == "MONOCHROME1":
         out = 1.0 - out
     return np.clip(out, 0.0, 1.0).astype(np.float32)

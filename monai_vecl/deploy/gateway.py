@@ -18,6 +18,7 @@ import socket
 import threading
 import time
 from io import BytesIO
+from pathlib import Path
 from typing import Any, Protocol
 
 from pydicom import dcmread
@@ -29,6 +30,7 @@ from pynetdicom.sop_class import Verification
 from monai_vecl.deploy.gateway_config import GatewayConfig
 from monai_vecl.deploy.intake import (
     OUT_OF_RESOURCES,
+    PROCESSING_FAILURE,
     SUCCESS,
     IntakeError,
     check_instance,
@@ -46,11 +48,9 @@ _REJECT_CALLING_AE = (0x01, 0x01, 0x03)
 
 
 class Pipeline(Protocol):
-    def process(self, paths: list) -> Any: ...
+    """What the gateway needs of the app: ``StudyPipeline.process`` (a result with ``sr``, ``skipped_reason``)."""
 
-
-def state_db_path(config: GatewayConfig):
-    return config.spool_dir / "state.sqlite"
+    def process(self, paths: list[Path]) -> Any: ...
 
 
 def _set_nodelay(event: evt.Event) -> None:
@@ -75,7 +75,7 @@ class GatewayService:
     def __init__(self, config: GatewayConfig, pipeline: Pipeline | None = None) -> None:
         self.config = config
         self.spool = Spool(config.spool_dir, salt=config.uid_salt)
-        self.state = StateStore(state_db_path(config))
+        self.state = StateStore(config.state_db)
         self._pipeline = pipeline
         self._accepted = frozenset(config.accepted_sop_classes)
         self._stop = threading.Event()
@@ -166,6 +166,9 @@ class GatewayService:
         except OSError as e:
             log.error("spool write failed (%s): answering out of resources", type(e).__name__)
             return _status(OUT_OF_RESOURCES, "gateway spool unavailable")
+        except Exception as e:  # noqa: BLE001 - one bad instance must never take the service down
+            log.error("instance handling failed with %s", type(e).__name__)
+            return _status(PROCESSING_FAILURE, f"gateway error: {type(e).__name__}")
 
     def _store(self, event: evt.Event) -> int:
         encoded = event.encoded_dataset()
@@ -295,7 +298,7 @@ def _dataset_bytes(encoded: bytes) -> bytes:
     return encoded[144 + meta_group_length:]
 
 
-def send_file(config: GatewayConfig, path) -> str | None:
+def send_file(config: GatewayConfig, path: Path) -> str | None:
     """C-STORE one DICOM file to the configured destination; returns None on success, else why not."""
     ds = dcmread(path, stop_before_pixels=True)
     ae = AE(ae_title=config.ae_title)

@@ -22,7 +22,7 @@ from monai_vecl.deploy.state import StateStore
 
 
 def _state(config: GatewayConfig) -> StateStore:
-    db = config.spool_dir / "state.sqlite"
+    db = config.state_db
     if not db.exists():
         raise SystemExit(f"no gateway state at {db} (has the gateway run with this config?)")
     return StateStore(db)
@@ -68,7 +68,7 @@ def _status(config: GatewayConfig, as_json: bool) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m monai_vecl.deploy.gateway", description=__doc__.splitlines()[0])
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging (monai_vecl loggers only)")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, text in (("serve", "run the gateway"), ("status", "show per-study state"), ("retry", "retry failed studies")):
         p = sub.add_parser(name, help=text)
@@ -76,13 +76,11 @@ def main(argv: list[str] | None = None) -> int:
         if name == "status":
             p.add_argument("--json", action="store_true", help="machine-readable output")
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    # pynetdicom logs request details (UIDs) at INFO: keep it to warnings so logs stay identifier-free.
-    logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+    # Libraries log identifiers at INFO (pynetdicom: request UIDs; highdicom: source SOP Instance
+    # UIDs): only our own loggers, which hash UIDs, go below WARNING.
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+    logging.getLogger("monai_vecl").setLevel(logging.DEBUG if args.verbose else logging.INFO)
     config = GatewayConfig.from_yaml(args.config)
     if args.command == "serve":
         return _serve(config)

@@ -91,6 +91,11 @@ class GatewayConfig:
     # What StudyPipeline takes: a YAML path with a ``deploy:`` section, a mapping or a PipelineConfig.
     pipeline: Any = None
 
+    @property
+    def state_db(self) -> Path:
+        """The SQLite state machine lives with the spool it describes."""
+        return self.spool_dir / "state.sqlite"
+
     def with_overrides(self, **overrides: Any) -> GatewayConfig:
         return replace(self, **overrides)
 

@@ -3,7 +3,8 @@
 Statuses follow DICOM PS3.4 Annex B (Storage Service Class) and PS3.7 Annex C:
 0x0122 refused, SOP Class not supported; 0xA900 error, data set does not match SOP Class
 (missing or truncated pixel data, missing UIDs); 0xC210 cannot understand (not decodable DICOM);
-0xA700 refused, out of resources (the spool could not be written).
+0xA700 refused, out of resources (the spool could not be written); 0xC211 (same "cannot
+understand" family) for an unexpected failure while handling the instance.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ SOP_CLASS_NOT_SUPPORTED = 0x0122
 OUT_OF_RESOURCES = 0xA700
 DOES_NOT_MATCH_SOP_CLASS = 0xA900
 CANNOT_UNDERSTAND = 0xC210
+PROCESSING_FAILURE = 0xC211
 
 # Transfer syntaxes whose codestreams end with an end-of-image/end-of-codestream marker (FFD9):
 # JPEG baseline/extended/lossless, JPEG-LS and JPEG 2000 families.

@@ -118,6 +118,7 @@ class ZeroShotEvaluation:
         checkpoint: str | os.PathLike | None = None,
         splits: Sequence[str] = ("test", "test_shifted"),
         validation_split: str | None = "validate",
+        validation_manifest: str | os.PathLike | None = None,
         modes: Sequence[str] = MODES,
         pos_template: str = "There is {}",
         neg_template: str = "There is no {}",
@@ -137,6 +138,7 @@ class ZeroShotEvaluation:
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.model.to(device).eval()
         self.manifest = Path(manifest)
+        self.validation_manifest = Path(validation_manifest) if validation_manifest else self.manifest
         self.class_names = tuple(class_names)
         self.output_dir = Path(output_dir)
         self.checkpoint = checkpoint
@@ -148,9 +150,9 @@ class ZeroShotEvaluation:
         self.artifact_root = artifact_root
         self.skipped = SkipLog()
 
-    def records(self, split: str) -> list[Record]:
+    def records(self, split: str, manifest: Path | None = None) -> list[Record]:
         """Records of ``split``; records without any ground truth for these classes are logged as skipped."""
-        records = read_manifest(self.manifest, split)
+        records = read_manifest(manifest or self.manifest, split)
         labels = class_labels(records, self.class_names)
         kept = []
         for record, row in zip(records, labels):
@@ -160,12 +162,12 @@ class ZeroShotEvaluation:
                 kept.append(record)
         return kept
 
-    def score(self, records: Sequence[Record]) -> tuple[list[int], dict[str, np.ndarray]]:
+    def score(self, records: Sequence[Record], manifest: Path | None = None) -> tuple[list[int], dict[str, np.ndarray]]:
         """(indices of scored records, {mode: scores [n, C]}) — both modes share one image pass."""
         size, load = self.model.image_size, self.model.load_size
         kept: list[int] = []
         parts: dict[str, list[np.ndarray]] = {m: [] for m in self.modes}
-        for idx, images in iter_image_batches(records, self.manifest, size, load, self.chunk_size, self.skipped):
+        for idx, images in iter_image_batches(records, manifest or self.manifest, size, load, self.chunk_size, self.skipped):
             p_pos, p_neg = self.classifier.entail(images, negative="pnc" in self.modes)
             kept.extend(idx)
             if "pos" in self.modes:
@@ -181,12 +183,18 @@ class ZeroShotEvaluation:
 
         self.output_dir.mkdir(parents=True, exist_ok=True)
         thresholds: dict[str, metrics.Thresholds] = {}
+        n_val = 0
         if self.validation_split:
-            val_records = self.records(self.validation_split)
-            kept, scores = self.score(val_records)
+            val_records = self.records(self.validation_split, self.validation_manifest)
+            kept, scores = self.score(val_records, self.validation_manifest)
+            n_val = len(kept)
             y_val = class_labels([val_records[i] for i in kept], self.class_names)
             thresholds = {m: metrics.choose_thresholds(y_val, s) for m, s in scores.items()} if kept else {}
-        summary: dict[str, object] = {"checkpoint": str(self.checkpoint), "manifest": str(self.manifest)}
+            if not kept:
+                logger.warning("no %r images in %s: val_* (deployable) metrics stay empty",
+                               self.validation_split, self.validation_manifest)
+        summary: dict[str, object] = {"checkpoint": str(self.checkpoint), "manifest": str(self.manifest),
+                                      "n_validation_images": n_val}
         flat: dict[str, float] = {}
         for split in self.splits:
             records = self.records(split)
@@ -207,7 +215,8 @@ class ZeroShotEvaluation:
             summary |= result.get("summary", {})
         summary["skipped"] = len(self.skipped.items)
         (self.output_dir / "skipped.json").write_text(json.dumps(self.skipped.items, indent=2), encoding="utf-8")
-        (self.output_dir / "summary.json").write_text(json.dumps(reporting.jsonable(summary), indent=2), encoding="utf-8")
+        summary_path = self.output_dir / "summary.json"
+        summary_path.write_text(json.dumps(reporting.jsonable(summary), indent=2), encoding="utf-8")
         if self.skipped.items:
             logger.warning("%d images/records skipped, see %s", len(self.skipped.items), self.output_dir / "skipped.json")
         if self.tracking_uri:
@@ -219,6 +228,8 @@ class ZeroShotEvaluation:
             summary["mlflow_run_id"] = reporting.log_to_mlflow(
                 self.tracking_uri, self.experiment, self.run_name, params, flat, self.output_dir, self.artifact_root
             )
+            # the local copy also names the run it was logged as
+            summary_path.write_text(json.dumps(reporting.jsonable(summary), indent=2), encoding="utf-8")
         return summary
 
 

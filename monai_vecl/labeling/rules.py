@@ -49,6 +49,13 @@ _NORMAL_STATEMENTS: tuple[tuple[str, tuple[str, ...]], ...] = (
      ("4-", "17-")),
     (r"\bmediastin\w* (?:silhouette|contours?)?[^,;]*?\b(?:normal|within normal limits|unremarkable|not widened)",
      ("17-",)),
+    (r"\blungs? (?:are |is |remain |appear )?(?:\w+ )?clear\b|\bclear lungs?\b", ("5-",)),
+    (r"\bcostophrenic angles? (?:are |is |remain )?(?:sharp|clear)", ("2-",)),
+    (r"\bno acute (?:osseous|bony) (?:abnormality|abnormalities|process|findings?)|\bosseous structures are intact",
+     ("16-",)),
+    (r"\b(?:pulmonary )?vascularity\b[^,;]*?\b(?:normal|within normal limits|not engorged)|"
+     r"\b(?:pulmonary )?vasculature\b[^,;]*?\b(?:normal|within normal limits|not engorged)|"
+     r"\bnormal pulmonary vascul\w+", ("8-",)),
 )
 
 _NEG_PRE = (

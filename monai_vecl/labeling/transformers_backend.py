@@ -103,6 +103,7 @@ class TransformersLabeler(LLMLabeler):
             tails.append(tail)
         return tails
 
+    @torch.no_grad()
     def _encode_prefix(self) -> tuple[str, list[int], DynamicCache]:
         """Run the system prompt once; every prompt reuses its key/value cache (most of each prompt's tokens)."""
         probes = [self.tokenizer.apply_chat_template(messages_for(s), add_generation_prompt=True, tokenize=False)

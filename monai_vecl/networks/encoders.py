@@ -2,7 +2,11 @@
 
 The image encoder is MONAI's ViT returning the CLS token followed by the patch tokens. The text
 encoder is any transformers ``AutoModel``; token features are the sum of its last hidden layers
-(4 in the reference code) and the sentence feature is their mean over tokens.
+(4 in the reference code) and the sentence feature is their mean over the sentence's tokens.
+``text_pooling="mean"`` reproduces the reference instead: the sum over the sentence's tokens
+divided by the fixed 97 slots (the reference zero-fills padding slots, after merging word pieces
+into words, which leaves that sum unchanged). The word-piece merge of the token features
+themselves is not reproduced.
 """
 
 from __future__ import annotations
@@ -119,8 +123,9 @@ class TextEncoder(nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         out = self.model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
         tokens = torch.stack(out.hidden_states[-self.last_n_layers :]).sum(dim=0)
-        if self.pooling == "mean":
-            return tokens.mean(dim=1), tokens
         weights = attention_mask.to(tokens.dtype).unsqueeze(-1)
-        sentence = (tokens * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1.0)
-        return sentence, tokens
+        total = (tokens * weights).sum(dim=1)
+        if self.pooling == "mean":
+            # Reference parity: it averages over all max_tokens slots, its padding slots holding zeros.
+            return total / self.max_tokens, tokens
+        return total / weights.sum(dim=1).clamp_min(1.0), tokens

@@ -40,7 +40,7 @@ class VECLConfig:
     text_config: dict[str, Any] | None = None
     text_last_n_layers: int = 4
     text_max_tokens: int = 97
-    text_pooling: str = "masked_mean"  # or "mean": the reference's mean over padding too (parity)
+    text_pooling: str = "masked_mean"  # or "mean": the reference's sum over tokens / text_max_tokens (parity)
     text_pad_to_max: bool = False  # pad every sentence to ``text_max_tokens`` (reference parity)
     mask_text_padding: bool = True  # key padding mask on the text memory in t2i
     freeze_text: bool = False

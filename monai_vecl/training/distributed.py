@@ -38,7 +38,8 @@ class _GatherWithGrad(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
-        grad = grad.contiguous()
+        # A copy: autograd may hand the same gradient tensor to several inputs, so never reduce it in place.
+        grad = grad.contiguous().clone()
         dist.all_reduce(grad, op=dist.ReduceOp.SUM)
         return grad[ctx.rank * ctx.n : (ctx.rank + 1) * ctx.n]
 

@@ -60,7 +60,8 @@ class VECLTrainer:
         max_steps: stop after this global step (a checkpoint is written); ``None``: run all epochs.
         tracker: MLflow tracker; ``params``: logged as run parameters; ``config_files``: logged as artifacts.
         device: training device; ``None`` picks CUDA when present.
-        find_unused_parameters: passed to DDP.
+        find_unused_parameters: passed to DDP; the networks hold parameters no step uses (text pooler, ViT
+            cross-attention norms), whose buckets DDP would otherwise never average.
         progress: show a tqdm progress bar (rank 0).
     """
 
@@ -85,7 +86,7 @@ class VECLTrainer:
         params: Mapping[str, Any] | None = None,
         config_files: Sequence[str | os.PathLike] = (),
         device: torch.device | str | None = None,
-        find_unused_parameters: bool = False,
+        find_unused_parameters: bool = True,
         progress: bool = True,
     ):
         self.device = torch.device(device) if device is not None else torch.device(
