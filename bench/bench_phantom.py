@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import tempfile
 import time
 from pathlib import Path
@@ -40,11 +41,16 @@ def stage_times(n: int, size: int) -> dict[str, float]:
     return {k: 1000 * v / n for k, v in totals.items()}
 
 
-def timed_generation(n: int, size: int, workers: int) -> float:
+def timed_generation(n: int, size: int, workers: int) -> tuple[float, float]:
+    """Wall seconds and CPU seconds (this process and its workers) to generate ``n`` images."""
     with tempfile.TemporaryDirectory() as tmp:
+        cpu0 = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
         start = time.perf_counter()
         generate_phantom(tmp, n_images=n, seed=0, image_size=size, workers=workers)
-        return time.perf_counter() - start
+        wall = time.perf_counter() - start
+        cpu1 = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = sum(b.ru_utime + b.ru_stime - a.ru_utime - a.ru_stime for a, b in zip(cpu0, cpu1))
+    return wall, cpu
 
 
 def main() -> None:
@@ -54,15 +60,18 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--stage-images", type=int, default=100)
     args = parser.parse_args()
-    print(f"phantom generation, {args.n} images of {args.size}^2 with reports, {os.cpu_count()} CPU cores")
+    print(f"phantom generation, {args.n} images of {args.size}^2 with reports, {os.cpu_count()} CPU cores, "
+          f"load average {os.getloadavg()[0]:.1f} (wall times stretch when other jobs share the cores)")
     stages = stage_times(args.stage_images, args.size)
     print("per image (ms, 1 process): " + ", ".join(f"{k} {v:.1f}" for k, v in stages.items())
           + f", total {sum(stages.values()):.1f}")
-    base = timed_generation(args.n, args.size, 1)
-    print(f"baseline 1 worker: {base:.1f} s ({args.n / base:.0f} images/s)")
+    base, base_cpu = timed_generation(args.n, args.size, 1)
+    print(f"baseline 1 worker: {base:.1f} s wall ({args.n / base:.0f} images/s), {base_cpu:.1f} s CPU "
+          f"({1000 * base_cpu / args.n:.1f} ms CPU per image)")
     if args.workers > 1:
-        par = timed_generation(args.n, args.size, args.workers)
-        print(f"{args.workers} workers: {par:.1f} s ({args.n / par:.0f} images/s), speed-up x{base / par:.2f}")
+        par, par_cpu = timed_generation(args.n, args.size, args.workers)
+        print(f"{args.workers} workers: {par:.1f} s wall ({args.n / par:.0f} images/s), {par_cpu:.1f} s CPU; "
+              f"speed-up x{base / par:.2f} over 1 worker")
 
 
 if __name__ == "__main__":

@@ -26,7 +26,9 @@ def baseline_scores(model, images: torch.Tensor, classes, chunk: int) -> torch.T
         for start in range(0, len(images), chunk):
             prompts = [f"There is {c}" for c in classes] + [f"There is no {c}" for c in classes]
             tok = model.tokenize(prompts)
-            p = torch.softmax(model(images[start : start + chunk], tok["input_ids"], tok["attention_mask"]).logits, -1)[..., 0]
+            p = torch.softmax(model(images[start : start + chunk], tok["input_ids"], tok["attention_mask"]).logits, -1)[
+                ..., 0
+            ]
             out.append(pnc(p[:, : len(classes)], p[:, len(classes) :]))
     return torch.cat(out)
 
@@ -58,8 +60,10 @@ def main() -> None:
     t_base, s_base = best_of(lambda: baseline_scores(model, images, classes, args.chunk))
     # a new classifier per repeat, so the one-off prompt encoding is inside the timing
     t_zs, s_zs = best_of(lambda: ZeroShotClassifier(model, classes, chunk_size=args.chunk).scores(images, "pnc"))
-    print(f"device {device}, preset {args.preset}, {args.images} images, {len(classes)} classes, chunk {args.chunk}, "
-          f"best of {args.repeats}")
+    print(
+        f"device {device}, preset {args.preset}, {args.images} images, {len(classes)} classes, chunk {args.chunk}, "
+        f"best of {args.repeats}"
+    )
     print(f"baseline (prompts re-encoded per chunk): {args.images / t_base:8.1f} images/s ({t_base:.2f} s)")
     print(f"ZeroShotClassifier (prompts cached):     {args.images / t_zs:8.1f} images/s ({t_zs:.2f} s)")
     print(f"speed-up: {t_base / t_zs:.2f}x; max |score difference| {float((s_base.cpu() - s_zs).abs().max()):.2e}")

@@ -29,8 +29,17 @@ COLUMNS = (("auc", "AUC"), ("oracle_f1", "F1*"), ("oracle_mcc", "MCC*"), ("ap", 
 
 def bundle_run(workflow: str, configs: list[str], overrides: dict[str, object], log: Path) -> float:
     """Run ``python -m monai.bundle run <workflow>`` with overrides; returns wall seconds; output goes to ``log``."""
-    cmd = [sys.executable, "-m", "monai.bundle", "run", workflow, "--bundle_root", str(BUNDLE),
-           "--config_file", repr([str(BUNDLE / "configs" / c) for c in configs])]
+    cmd = [
+        sys.executable,
+        "-m",
+        "monai.bundle",
+        "run",
+        workflow,
+        "--bundle_root",
+        str(BUNDLE),
+        "--config_file",
+        repr([str(BUNDLE / "configs" / c) for c in configs]),
+    ]
     for key, value in overrides.items():
         cmd += [f"--{key}", str(value)]
     start = time.perf_counter()
@@ -54,15 +63,19 @@ def table(summaries: dict[str, dict], seconds: dict[str, float]) -> str:
             cells = [_fmt(summary[f"{split}_{mode}"][key]) for mode in ("pos", "pnc") for key, _ in COLUMNS]
             lines.append(f"| {kind} | {split} | " + " | ".join(cells) + " |")
     lines.append("")
-    lines.append("F1*, MCC*: oracle thresholds (chosen on the evaluated split: the VECL paper's protocol). "
-                 "Training wall time: " + ", ".join(f"{k} {s / 60:.1f} min" for k, s in seconds.items()) + ".")
+    lines.append(
+        "F1*, MCC*: oracle thresholds (chosen on the evaluated split: the VECL paper's protocol). "
+        "Training wall time: " + ", ".join(f"{k} {s / 60:.1f} min" for k, s in seconds.items()) + "."
+    )
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=BUNDLE / "outputs" / "compare")
-    parser.add_argument("--kinds", nargs="+", default=list(KINDS), help=f"loss kinds, from {KINDS} or any VECLLoss kind")
+    parser.add_argument(
+        "--kinds", nargs="+", default=list(KINDS), help=f"loss kinds, from {KINDS} or any VECLLoss kind"
+    )
     parser.add_argument("--max-epochs", type=int, default=None)
     parser.add_argument("--phantom-images", type=int, default=None)
     parser.add_argument("--n-bootstrap", type=int, default=200)
@@ -71,8 +84,12 @@ def main(argv: list[str] | None = None) -> None:
 
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
-    shared = {"phantom_dir": out / "phantom", "mlflow_tracking_uri": f"sqlite:///{out / 'mlflow.db'}",
-              "mlflow_experiment": "vecl-compare", "progress": False}
+    shared = {
+        "phantom_dir": out / "phantom",
+        "mlflow_tracking_uri": f"sqlite:///{out / 'mlflow.db'}",
+        "mlflow_experiment": "vecl-compare",
+        "progress": False,
+    }
     if args.max_epochs is not None:
         shared["max_epochs"] = args.max_epochs
     if args.phantom_images is not None:
@@ -90,8 +107,9 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{kind}: trained in {seconds[kind] / 60:.1f} min", flush=True)
     text = table(summaries, seconds)
     (out / "comparison.md").write_text(text + "\n", encoding="utf-8")
-    (out / "comparison.json").write_text(json.dumps({"summaries": summaries, "train_seconds": seconds}, indent=1),
-                                         encoding="utf-8")
+    (out / "comparison.json").write_text(
+        json.dumps({"summaries": summaries, "train_seconds": seconds}, indent=1), encoding="utf-8"
+    )
     print(text)
 
 

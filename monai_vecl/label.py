@@ -64,8 +64,11 @@ def labeler_config(args: argparse.Namespace) -> dict[str, Any]:
     if args.backend:
         config["backend"] = args.backend
     backend = config.setdefault("backend", "rules")
-    flags = {"model": args.model, "base_url": args.base_url, "concurrency": args.concurrency}
-    config.update({k: v for k, v in flags.items() if v is not None})
+    flags = {k: v for k, v in {"model": args.model, "base_url": args.base_url, "concurrency": args.concurrency}.items()
+             if v is not None}
+    if flags and backend == "rules":
+        raise SystemExit(f"--model, --base-url and --concurrency apply to LLM backends, not rules (got {sorted(flags)})")
+    config.update(flags)
     if args.uncertainty:
         if backend == "rules":
             config["uncertainty"] = args.uncertainty

@@ -109,6 +109,15 @@ def write_study(out_dir: Path, n_instances: int, seed: int, study_uid: str | Non
     return paths
 
 
+def compressed_study(out_dir: Path, seed: int, transfer_syntax: str) -> Path:
+    """A one-instance DX study re-encoded in ``transfer_syntax`` (e.g. RLE or JPEG-LS lossless)."""
+    (path,) = write_study(out_dir, 1, seed=seed)
+    ds = pydicom.dcmread(path)
+    ds.compress(transfer_syntax)
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
 def copy_as_new_study(src: Path, dst: Path, seed: int) -> Path:
     """Re-identify a shipped DICOM file as its own study (pixel data untouched, even if compressed)."""
     ds = pydicom.dcmread(src)

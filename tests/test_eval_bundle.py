@@ -23,19 +23,34 @@ def test_evaluating_runs_from_the_bundle_config(tmp_path, capsys):
 
     parser = ConfigParser()
     parser.read_config([str(BUNDLE / "configs" / "train.yaml"), str(BUNDLE / "configs" / "evaluate.yaml")])
-    parser.update({
-        "bundle_root": str(BUNDLE), "output_dir": str(tmp_path / "out"), "model_file": str(tmp_path / "model.pt"),
-        "dataset_manifest": str(manifest), "eval_splits": ["test"], "n_bootstrap": 10, "eval_extras": [],
-        "eval_dataset": "chexpert", "network_def#image_size": 64, "network_def#load_size": 72,
-        "mlflow_tracking_uri": None,  # MLflow logging is covered by test_eval_workflow
-    })
+    parser.update(
+        {
+            "bundle_root": str(BUNDLE),
+            "output_dir": str(tmp_path / "out"),
+            "model_file": str(tmp_path / "model.pt"),
+            "dataset_manifest": str(manifest),
+            "eval_splits": ["test"],
+            "n_bootstrap": 10,
+            "eval_extras": [],
+            "eval_dataset": "chexpert",
+            "network_def#image_size": 64,
+            "network_def#load_size": 72,
+            "mlflow_tracking_uri": None,  # MLflow logging is covered by test_eval_workflow
+        }
+    )
     parser.get_parsed_content("evaluating")
     assert '"test_pnc"' in capsys.readouterr().out  # the run list prints the summary
     out = tmp_path / "out" / "eval"
     summary = json.loads((out / "summary.json").read_text())
     rows = json.loads((out / "test_pnc.json").read_text())["rows"]
     # --eval_dataset chexpert selects the 5 CheXpert prompt names; the phantom has truth for all of them
-    assert [r["class"] for r in rows] == ["Atelectasis", "Cardiomegaly", "Pulmonary Consolidation",
-                                          "Pulmonary Edema", "Pleural Effusion", "macro"]
+    assert [r["class"] for r in rows] == [
+        "Atelectasis",
+        "Cardiomegaly",
+        "Pulmonary Consolidation",
+        "Pulmonary Edema",
+        "Pleural Effusion",
+        "macro",
+    ]
     assert summary["checkpoint"] == str(tmp_path / "model.pt") and summary["skipped"] == 0
     assert (out / "test_pos_curves.png").is_file() and not (tmp_path / "out" / "mlflow.db").exists()

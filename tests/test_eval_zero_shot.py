@@ -12,7 +12,7 @@ from monai_vecl.networks import build_vecl
 @pytest.fixture(scope="module")
 def model():
     torch.manual_seed(0)
-    return build_vecl("small")
+    return build_vecl("small", image_size=64, load_size=72)
 
 
 def _brute_force_entail(model, images, texts):

@@ -14,6 +14,7 @@ import pytest
 from gateway_pacs import (
     FIXTURES,
     Orthanc,
+    compressed_study,
     copy_as_new_study,
     free_port,
     gateway_yaml,
@@ -95,7 +96,7 @@ def _check_sr(orthanc: Orthanc, study_uid: str, source: Path, tmp_path: Path) ->
     return sr
 
 
-def test_rest_push_of_real_cr_j2k_and_phantom_studies_returns_a_valid_sr_into_each(
+def test_rest_push_of_real_cr_j2k_phantom_rle_and_jpeg_ls_studies_returns_a_valid_sr_into_each(
     pacs_and_gateway, phantom_dicom: Path, tmp_path: Path
 ) -> None:
     orthanc, _ = pacs_and_gateway
@@ -103,6 +104,8 @@ def test_rest_push_of_real_cr_j2k_and_phantom_studies_returns_a_valid_sr_into_ea
         "cr": pydicom_data("RG1_UNCR.dcm"),
         "j2k": copy_as_new_study(pydicom_data("RG1_J2KR.dcm"), tmp_path / "j2k.dcm", seed=1),
         "phantom": phantom_dicom,
+        "rle": compressed_study(tmp_path / "rle", 12, pydicom.uid.RLELossless),
+        "jpeg-ls": compressed_study(tmp_path / "jls", 13, pydicom.uid.JPEGLSLossless),
     }
     studies = {}
     for name, path in sources.items():

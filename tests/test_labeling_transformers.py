@@ -22,6 +22,7 @@ def _valid(answer):
         return None
 
 
+@pytest.mark.slow
 def test_smollm2_pipeline(tmp_path):
     labeler = build_labeler({"backend": "transformers", "batch_size": 4, "max_new_tokens": 8})
     assert labeler.identity.startswith("transformers/SmolLM2-135M-Instruct") and labeler.identity.endswith("/p1")

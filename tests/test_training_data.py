@@ -87,6 +87,17 @@ def test_dali_and_monai_agree_on_shape_dtype_range(manifest, train):
     assert abs(dali.mean() - mon.mean()) < 0.25
 
 
+def _shift_tolerant_error(out: torch.Tensor, reference: torch.Tensor) -> float:
+    """Largest per-image mean error, allowing each image a shift of up to one pixel: DALI centres an odd padding
+    half a pixel the other way than ``preprocess_gray``."""
+    worst = 0.0
+    for a, b in zip(out, reference):
+        best = min((a[:, 1:-1, 1:-1] - b[:, 1 + dy : b.shape[1] - 1 + dy, 1 + dx : b.shape[2] - 1 + dx]).abs().mean()
+                   for dy in (-1, 0, 1) for dx in (-1, 0, 1))
+        worst = max(worst, float(best))
+    return worst
+
+
 def test_evaluation_mode_has_no_augmentation(manifest):
     aug = Augmentation(image_size=64, load_size=80)
     paths = _paths(manifest)
@@ -95,10 +106,10 @@ def test_evaluation_mode_has_no_augmentation(manifest):
         first = next(loader.batches([paths], epoch=0))
         second = next(loader.batches([paths], epoch=1))
         assert torch.equal(first, second)  # deterministic
-        assert (first - reference).abs().mean() < 0.05  # the evaluation preprocessing, up to resampling
+        assert _shift_tolerant_error(first, reference) < 0.03  # the evaluation preprocessing, up to resampling
     train = [next(MonaiImages(aug, True).batches([paths], epoch=e)) for e in (0, 1)]
     assert not torch.equal(train[0], train[1])
-    assert (train[0] - reference).abs().mean() > 0.05
+    assert _shift_tolerant_error(train[0], reference) > 0.05
 
 
 @pytest.mark.parametrize("backend", ["dali", "monai"])

@@ -16,13 +16,7 @@ from pathlib import Path
 
 from monai.deploy.core import Fragment, Operator, OperatorSpec
 
-from monai_vecl.deploy.pipeline import (
-    PipelineConfig,
-    StudyPipeline,
-    StudyResult,
-    group_by_study,
-    save_sr,
-)
+from monai_vecl.deploy.pipeline import PipelineConfig, StudyPipeline, StudyResult, group_by_study, save_sr
 
 log = logging.getLogger(__name__)
 

@@ -33,13 +33,7 @@ from pydicom.errors import InvalidDicomError
 from monai_vecl.data.preprocess import preprocess_gray
 from monai_vecl.deploy.dicom_image import NO_VOI_MODES, DicomImageError, dicom_to_gray01
 from monai_vecl.deploy.selection import SelectionConfig, select_frontal_chest
-from monai_vecl.deploy.sr import (
-    AlgorithmInfo,
-    FindingScore,
-    SRConfig,
-    build_findings_sr,
-    finding_concept,
-)
+from monai_vecl.deploy.sr import AlgorithmInfo, FindingScore, SRConfig, build_findings_sr, finding_concept
 from monai_vecl.evaluation.zero_shot import MODES, ZeroShotClassifier
 
 log = logging.getLogger(__name__)
@@ -170,9 +164,7 @@ def _sha256(path: Path) -> str:
 
 def load_bundle_model(bundle_root: Path, model_file: str, device: torch.device) -> tuple[torch.nn.Module, dict]:
     """Network and ``inference.yaml`` content of a trained bundle (weights: a plain state_dict)."""
-    from monai.bundle import (
-        ConfigParser,  # monai.bundle pulls in heavy optional modules; only load it here
-    )
+    from monai.bundle import ConfigParser  # monai.bundle pulls in heavy optional modules; only load it here
 
     config_file = bundle_root / "configs" / "inference.yaml"
     weights = bundle_root / model_file

@@ -16,10 +16,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from monai_vecl.evaluation.zero_shot import _EvalMode, encode_texts_chunked, model_device
+from monai_vecl.evaluation.zero_shot import encode_texts_chunked, eval_mode, model_device
 
-GROUPS = ("positive image · positive prompt", "positive image · negative prompt",
-          "negative image · positive prompt", "negative image · negative prompt")
+GROUPS = (
+    "positive image · positive prompt",
+    "positive image · negative prompt",
+    "negative image · positive prompt",
+    "negative image · negative prompt",
+)
 
 
 @torch.no_grad()
@@ -34,7 +38,7 @@ def fusion_features(
     hook = model.fusion_module.mlp_head.register_forward_pre_hook(lambda _m, args: captured.append(args[0].detach()))
     out = []
     try:
-        with _EvalMode(model):
+        with eval_mode(model):
             (text_feats,) = encode_texts_chunked(model, texts, chunk_size=len(texts))
             for start in range(0, images.shape[0], chunk_size):
                 chunk = images[start : start + chunk_size]

@@ -107,7 +107,9 @@ def choose_thresholds(y_val: np.ndarray, s_val: np.ndarray) -> Thresholds:
     return Thresholds(f1=f1_t, mcc=mcc_t)
 
 
-def class_metrics(y: np.ndarray, s: np.ndarray, f1_threshold: float = np.nan, mcc_threshold: float = np.nan) -> dict[str, float]:
+def class_metrics(
+    y: np.ndarray, s: np.ndarray, f1_threshold: float = np.nan, mcc_threshold: float = np.nan
+) -> dict[str, float]:
     """All metrics of one class; ``val_*`` only when validation thresholds are given. NaN when undefined."""
     y, s = _valid(y, s)
     out: dict[str, float] = {"n": float(len(y)), "n_pos": float((y == 1).sum())}

@@ -14,13 +14,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from monai_vecl.evaluation.zero_shot import _EvalMode, model_device
+from monai_vecl.evaluation.zero_shot import eval_mode, model_device
 
 
 @torch.no_grad()
 def image_embedding(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
     """Global image feature [N, d]: the CLS token of ``model.encode_images`` (CPU float)."""
-    with _EvalMode(model):
+    with eval_mode(model):
         tokens = model.encode_images(images.to(model_device(model)))
     if isinstance(tokens, (tuple, list)):
         tokens = tokens[0]
@@ -60,7 +60,9 @@ def fit_probe(
     from sklearn.preprocessing import StandardScaler
 
     if train_x.shape[0] != train_y.shape[0] or train_y.shape[1] != len(class_names):
-        raise ValueError(f"train features {train_x.shape} and labels {train_y.shape} do not match {len(class_names)} classes")
+        raise ValueError(
+            f"train features {train_x.shape} and labels {train_y.shape} do not match {len(class_names)} classes"
+        )
     idx = subset_indices(len(train_x), fraction, seed)
     x, y = train_x[idx], train_y[idx]
     scores = np.zeros((len(test_x), len(class_names)))

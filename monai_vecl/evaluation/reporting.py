@@ -17,7 +17,7 @@ from monai_vecl.evaluation.metrics import MetricTable
 def table_rows(table: MetricTable) -> list[dict[str, object]]:
     """One row per class plus a ``macro`` row; CI bounds as ``<metric>_ci_low`` / ``_ci_high``."""
     rows = []
-    for name, row in zip(table.class_names, table.per_class):
+    for name, row in zip(table.class_names, table.per_class, strict=True):
         ci = table.ci.get(name, {})
         rows.append({"class": name, **row, **_ci_columns(ci)})
     rows.append({"class": "macro", **table.macro, **_ci_columns(table.macro_ci)})
@@ -46,7 +46,9 @@ def jsonable(value: object) -> object:
     return value
 
 
-def write_table(table: MetricTable, out_dir: str | os.PathLike, name: str, meta: Mapping[str, object] | None = None) -> list[Path]:
+def write_table(
+    table: MetricTable, out_dir: str | os.PathLike, name: str, meta: Mapping[str, object] | None = None
+) -> list[Path]:
     """Write ``<name>.csv`` and ``<name>.json`` (NaN → empty cell / null) and return their paths."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -68,7 +70,9 @@ def write_table(table: MetricTable, out_dir: str | os.PathLike, name: str, meta:
     return [csv_path, json_path]
 
 
-def plot_curves(y_true: np.ndarray, scores: np.ndarray, class_names: Sequence[str], path: str | os.PathLike, title: str) -> Path:
+def plot_curves(
+    y_true: np.ndarray, scores: np.ndarray, class_names: Sequence[str], path: str | os.PathLike, title: str
+) -> Path:
     """ROC (left) and precision-recall (right) curves of every class with both labels present, one PNG."""
     import matplotlib
 
@@ -101,7 +105,7 @@ def plot_curves(y_true: np.ndarray, scores: np.ndarray, class_names: Sequence[st
 def flat_metrics(table: MetricTable, prefix: str) -> dict[str, float]:
     """Finite macro metrics (and per-class AUC) as MLflow metric names ``<prefix>_<metric>``."""
     out = {f"{prefix}_macro_{k}": v for k, v in table.macro.items()}
-    out |= {f"{prefix}_{_slug(n)}_auc": r["auc"] for n, r in zip(table.class_names, table.per_class)}
+    out |= {f"{prefix}_{_slug(n)}_auc": r["auc"] for n, r in zip(table.class_names, table.per_class, strict=True)}
     return {k: float(v) for k, v in out.items() if v is not None and math.isfinite(v)}
 
 

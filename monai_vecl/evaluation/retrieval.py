@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import torch
 
-from monai_vecl.evaluation.zero_shot import _EvalMode, encode_texts_chunked, entail_probs, model_device
+from monai_vecl.evaluation.zero_shot import encode_texts_chunked, entail_probs, eval_mode, model_device
 
 _WORD = re.compile(r"[a-z0-9]+")
 
@@ -35,7 +35,7 @@ def retrieve(
         raise ValueError("no candidate reports to retrieve from")
     device = model_device(model)
     best_idx, best_p = [], []
-    with _EvalMode(model):
+    with eval_mode(model):
         text_chunks = encode_texts_chunked(model, candidates, chunk_size)
         for start in range(0, images.shape[0], chunk_size):
             feats = model.encode_images(images[start : start + chunk_size].to(device))

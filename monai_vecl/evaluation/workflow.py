@@ -69,7 +69,10 @@ class SkipLog:
     items: list[dict[str, str]] = field(default_factory=list)
 
     def add(self, record: Record, reason: str) -> None:
-        self.items.append({"image": record.image, "split": record.split, "reason": reason})
+        """Log once per (image, split, reason): the extra steps re-read splits the main pass already logged."""
+        item = {"image": record.image, "split": record.split, "reason": reason}
+        if item not in self.items:
+            self.items.append(item)
 
 
 def iter_image_batches(
@@ -155,7 +158,7 @@ class ZeroShotEvaluation:
         records = read_manifest(manifest or self.manifest, split)
         labels = class_labels(records, self.class_names)
         kept = []
-        for record, row in zip(records, labels):
+        for record, row in zip(records, labels, strict=True):
             if np.isnan(row).all():
                 self.skipped.add(record, f"no ground truth for any of {len(self.class_names)} classes")
             else:
@@ -167,7 +170,9 @@ class ZeroShotEvaluation:
         size, load = self.model.image_size, self.model.load_size
         kept: list[int] = []
         parts: dict[str, list[np.ndarray]] = {m: [] for m in self.modes}
-        for idx, images in iter_image_batches(records, manifest or self.manifest, size, load, self.chunk_size, self.skipped):
+        for idx, images in iter_image_batches(
+            records, manifest or self.manifest, size, load, self.chunk_size, self.skipped
+        ):
             p_pos, p_neg = self.classifier.entail(images, negative="pnc" in self.modes)
             kept.extend(idx)
             if "pos" in self.modes:
@@ -191,10 +196,16 @@ class ZeroShotEvaluation:
             y_val = class_labels([val_records[i] for i in kept], self.class_names)
             thresholds = {m: metrics.choose_thresholds(y_val, s) for m, s in scores.items()} if kept else {}
             if not kept:
-                logger.warning("no %r images in %s: val_* (deployable) metrics stay empty",
-                               self.validation_split, self.validation_manifest)
-        summary: dict[str, object] = {"checkpoint": str(self.checkpoint), "manifest": str(self.manifest),
-                                      "n_validation_images": n_val}
+                logger.warning(
+                    "no %r images in %s: val_* (deployable) metrics stay empty",
+                    self.validation_split,
+                    self.validation_manifest,
+                )
+        summary: dict[str, object] = {
+            "checkpoint": str(self.checkpoint),
+            "manifest": str(self.manifest),
+            "n_validation_images": n_val,
+        }
         flat: dict[str, float] = {}
         for split in self.splits:
             records = self.records(split)
@@ -205,10 +216,16 @@ class ZeroShotEvaluation:
                 table = metrics.evaluate_scores(
                     y, s, self.class_names, thresholds.get(mode), n_bootstrap=self.n_bootstrap, seed=self.seed
                 )
-                reporting.write_table(table, self.output_dir, name, {"split": split, "mode": mode, "n_images": len(kept)})
-                reporting.plot_curves(y, s, self.class_names, self.output_dir / f"{name}_curves.png", f"{split}, {mode.upper()}")
+                reporting.write_table(
+                    table, self.output_dir, name, {"split": split, "mode": mode, "n_images": len(kept)}
+                )
+                reporting.plot_curves(
+                    y, s, self.class_names, self.output_dir / f"{name}_curves.png", f"{split}, {mode.upper()}"
+                )
                 flat |= reporting.flat_metrics(table, name)
-                summary[name] = {k: table.macro[k] for k in ("auc", "ap", "oracle_f1", "oracle_mcc", "val_f1", "val_mcc")}
+                summary[name] = {
+                    k: table.macro[k] for k in ("auc", "ap", "oracle_f1", "oracle_mcc", "val_f1", "val_mcc")
+                }
         for extra in self.extras:
             result = extra(self)
             flat |= result.get("metrics", {})
@@ -218,12 +235,18 @@ class ZeroShotEvaluation:
         summary_path = self.output_dir / "summary.json"
         summary_path.write_text(json.dumps(reporting.jsonable(summary), indent=2), encoding="utf-8")
         if self.skipped.items:
-            logger.warning("%d images/records skipped, see %s", len(self.skipped.items), self.output_dir / "skipped.json")
+            logger.warning(
+                "%d images/records skipped, see %s", len(self.skipped.items), self.output_dir / "skipped.json"
+            )
         if self.tracking_uri:
             params = {
-                "checkpoint": self.checkpoint, "manifest": self.manifest, "splits": self.splits,
-                "class_names": self.class_names, "templates": (self.classifier.pos_template, self.classifier.neg_template),
-                "n_bootstrap": self.n_bootstrap, "skipped": len(self.skipped.items),
+                "checkpoint": self.checkpoint,
+                "manifest": self.manifest,
+                "splits": self.splits,
+                "class_names": self.class_names,
+                "templates": (self.classifier.pos_template, self.classifier.neg_template),
+                "n_bootstrap": self.n_bootstrap,
+                "skipped": len(self.skipped.items),
             }
             summary["mlflow_run_id"] = reporting.log_to_mlflow(
                 self.tracking_uri, self.experiment, self.run_name, params, flat, self.output_dir, self.artifact_root
@@ -233,8 +256,9 @@ class ZeroShotEvaluation:
         return summary
 
 
-
-def _load_split(ev: ZeroShotEvaluation, split: str, max_images: int | None, seed: int) -> tuple[list[Record], torch.Tensor]:
+def _load_split(
+    ev: ZeroShotEvaluation, split: str, max_images: int | None, seed: int
+) -> tuple[list[Record], torch.Tensor]:
     """Up to ``max_images`` (seeded random sample) records of ``split`` with their preprocessed images."""
     records = ev.records(split)
     if max_images is not None and len(records) > max_images:
@@ -262,7 +286,9 @@ class RetrievalStep:
     def __call__(self, ev: ZeroShotEvaluation) -> dict[str, dict]:
         from monai_vecl.evaluation.retrieval import report_generation_scores, retrieve
 
-        candidates = list(dict.fromkeys(r.report for r in read_manifest(ev.manifest, self.candidate_split) if r.report.strip()))
+        candidates = list(
+            dict.fromkeys(r.report for r in read_manifest(ev.manifest, self.candidate_split) if r.report.strip())
+        )
         if self.max_candidates is not None and len(candidates) > self.max_candidates:
             pick = np.random.default_rng(self.seed).choice(len(candidates), self.max_candidates, replace=False)
             candidates = [candidates[i] for i in np.sort(pick)]
@@ -273,12 +299,22 @@ class RetrievalStep:
         idx, _ = retrieve(ev.model, images[with_report], candidates, ev.chunk_size)
         generated = [candidates[i] for i in idx.tolist()]
         scores = report_generation_scores(generated, [records[i].report for i in with_report])
-        examples = [{"image": records[i].image, "truth": records[i].report, "retrieved": g}
-                    for i, g in zip(with_report[:20], generated)]
-        out = {"split": self.split, "n_images": len(with_report), "n_candidates": len(candidates), **scores, "examples": examples}
+        examples = [
+            {"image": records[i].image, "truth": records[i].report, "retrieved": g}
+            for i, g in zip(with_report[:20], generated[:20], strict=True)
+        ]
+        out = {
+            "split": self.split,
+            "n_images": len(with_report),
+            "n_candidates": len(candidates),
+            **scores,
+            "examples": examples,
+        }
         (ev.output_dir / f"retrieval_{self.split}.json").write_text(json.dumps(out, indent=2), encoding="utf-8")
-        return {"metrics": {f"retrieval_{self.split}_{k}": v for k, v in scores.items()},
-                "summary": {f"retrieval_{self.split}": scores}}
+        return {
+            "metrics": {f"retrieval_{self.split}_{k}": v for k, v in scores.items()},
+            "summary": {f"retrieval_{self.split}": scores},
+        }
 
 
 @dataclass
@@ -311,12 +347,24 @@ class ProbeStep:
             for fraction in self.fractions:
                 result = fit_probe(train_x, train_y, test_x, ev.class_names, fraction, self.seed)
                 name = f"probe_{round(fraction * 100)}pct_{split}"
-                table = metrics.evaluate_scores(test_y, result.scores, ev.class_names, n_bootstrap=self.n_bootstrap, seed=self.seed)
-                meta = {"split": split, "train_fraction": fraction, "n_train": result.n_train, "untrained_classes": result.untrained}
+                table = metrics.evaluate_scores(
+                    test_y, result.scores, ev.class_names, n_bootstrap=self.n_bootstrap, seed=self.seed
+                )
+                meta = {
+                    "split": split,
+                    "train_fraction": fraction,
+                    "n_train": result.n_train,
+                    "untrained_classes": result.untrained,
+                }
                 reporting.write_table(table, ev.output_dir, name, meta)
                 flat |= reporting.flat_metrics(table, name)
-                summary[name] = {"n_train": result.n_train, "auc": table.macro["auc"], "ap": table.macro["ap"],
-                                 "oracle_f1": table.macro["oracle_f1"], "untrained": result.untrained}
+                summary[name] = {
+                    "n_train": result.n_train,
+                    "auc": table.macro["auc"],
+                    "ap": table.macro["ap"],
+                    "oracle_f1": table.macro["oracle_f1"],
+                    "untrained": result.untrained,
+                }
         return {"metrics": flat, "summary": summary}
 
 
@@ -341,6 +389,8 @@ class FeatureMapStep:
                 path = ev.output_dir / f"tsne_{self.split}_{name.lower().replace(' ', '_')}.png"
                 clf = ev.classifier
                 info = feature_map(ev.model, images, column, name, path, clf.pos_template, clf.neg_template, self.seed)
-                return {"metrics": {f"tsne_{self.split}_prompt_separation": info["prompt_separation"]},
-                        "summary": {"feature_map": {"class": name, "png": path.name, **info}}}
+                return {
+                    "metrics": {f"tsne_{self.split}_prompt_separation": info["prompt_separation"]},
+                    "summary": {"feature_map": {"class": name, "png": path.name, **info}},
+                }
         raise ValueError(f"no class among {names} has both positive and negative images in {self.split!r}")

@@ -13,7 +13,8 @@ chunks so memory stays bounded for any number of images and prompts.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -53,17 +54,15 @@ def entail_probs(model: Any, image_feats: Any, text_chunks: Sequence[Any]) -> to
     return torch.cat(parts, dim=1)
 
 
-class _EvalMode:
-    """Puts a module in eval mode for the block and restores its previous mode (dropout off while scoring)."""
-
-    def __init__(self, model: torch.nn.Module):
-        self.model, self.was_training = model, model.training
-
-    def __enter__(self) -> None:
-        self.model.eval()
-
-    def __exit__(self, *exc: object) -> None:
-        self.model.train(self.was_training)
+@contextmanager
+def eval_mode(model: torch.nn.Module) -> Iterator[None]:
+    """Eval mode (dropout off) inside the block; the module's previous mode is restored afterwards."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
 
 
 class ZeroShotClassifier:
@@ -106,7 +105,7 @@ class ZeroShotClassifier:
         """(positive, negative) prompt feature chunks, encoded once per model device."""
         device = model_device(self.model)
         if device not in self._cache:
-            with _EvalMode(self.model):
+            with eval_mode(self.model):
                 self._cache[device] = (
                     encode_texts_chunked(self.model, self.pos_prompts, self.chunk_size),
                     encode_texts_chunked(self.model, self.neg_prompts, self.chunk_size),
@@ -121,7 +120,7 @@ class ZeroShotClassifier:
         pos_chunks, neg_chunks = self.prompt_features()
         device = model_device(self.model)
         pos_out, neg_out = [], []
-        with _EvalMode(self.model):
+        with eval_mode(self.model):
             for start in range(0, images.shape[0], self.chunk_size):
                 feats = self.model.encode_images(images[start : start + self.chunk_size].to(device))
                 pos_out.append(entail_probs(self.model, feats, pos_chunks).cpu())
