@@ -26,12 +26,9 @@ def test_app_writes_one_sr_per_frontal_chest_study_and_explains_the_rest(tmp_pat
     shutil.copy(rg1_path("RG1_J2KR.dcm"), inbox / "cr" / "image.dcm")
     lateral = make_dx(inbox / "lateral.dcm", ramp(), view="LL", bits_stored=12)
     (inbox / "readme.txt").write_text("not dicom")
-    bundle = tmp_path / "bundle"  # the trained-bundle layout, given with -m as a user would
-    (bundle / "configs").mkdir(parents=True)
+    bundle = tmp_path / "bundle"  # the repo bundle's configs with fresh weights, given with -m as a user would
+    shutil.copytree(REPO / "bundles" / "vecl_cxr" / "configs", bundle / "configs")
     (bundle / "models").mkdir()
-    (bundle / "configs" / "inference.yaml").write_text(
-        yaml.safe_dump({"network_def": {"_target_": "monai_vecl.networks.build_vecl", "preset": "small"}})
-    )
     torch.save(build_vecl("small").state_dict(), bundle / "models" / "model.pt")
     config = yaml.safe_load((REPO / "deploy" / "config.yaml").read_text())
     config["deploy"]["device"] = "cpu"
@@ -65,4 +62,6 @@ def test_app_writes_one_sr_per_frontal_chest_study_and_explains_the_rest(tmp_pat
     assert all(g["source_sop"] == cr_study.SOPInstanceUID for g in groups)
     weights_hash = hashlib.sha256((bundle / "models" / "model.pt").read_bytes()).hexdigest()[:16]
     assert f"model_sha256={weights_hash}" in groups[0]["parameters"]  # -m's weights were the ones used
+    bundle_version = json.loads((bundle / "configs" / "metadata.json").read_text())["version"]
+    assert groups[0]["Algorithm Version"].endswith(f"bundle {bundle_version}")
     assert not list(tmp_path.glob("*.dcm"))  # nothing stray beside the output folder

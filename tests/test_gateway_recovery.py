@@ -1,5 +1,5 @@
-"""The gateway as a real service process: SIGKILL mid-study, restart, nothing lost, exactly one SR
-per study in Orthanc; the ``status`` command reports it without identifiers."""
+"""The gateway as a real service process: SIGKILL mid-study and again mid-processing, restart,
+nothing lost, exactly one SR per study in Orthanc; ``status`` reports it without identifiers."""
 
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ def test_killed_mid_study_and_restarted_every_study_gets_exactly_one_sr(tmp_path
     port = free_port()
     with Orthanc(tmp_path / "orthanc", {}) as orthanc:
         config = gateway_yaml(tmp_path / "gateway.yaml", port=port, dest_port=orthanc.dicom_port,
-                              spool=tmp_path / "spool", quiet=3.0)
+                              spool=tmp_path / "spool", quiet=4.0)
         partial = write_study(tmp_path / "partial", 4, seed=31)
         complete = write_study(tmp_path / "complete", 3, seed=32)
         uids = [pydicom.dcmread(s[0]).StudyInstanceUID for s in (partial, complete)]
@@ -50,15 +50,26 @@ def test_killed_mid_study_and_restarted_every_study_gets_exactly_one_sr(tmp_path
             storescu(port, partial[2:])
             wait_until(lambda: all(orthanc.srs_of(u) for u in uids), 120, interval=0.3, what="SRs after restart")
             wait_until(lambda: _status(config)["counts"]["delivered"] == 2, 30, interval=0.5, what="delivered state")
+            # Second kill while a burst is being processed and delivered: studies are then spread
+            # over queued, running, sr_written and delivered.
+            burst = [write_study(tmp_path / f"burst{i}", 1, seed=40 + i) for i in range(6)]
+            burst_uids = [pydicom.dcmread(s[0]).StudyInstanceUID for s in burst]
+            storescu(port, [f for s in burst for f in s])
+            wait_until(lambda: any(orthanc.srs_of(u) for u in burst_uids), 60, interval=0.05, what="first burst SR")
+            gateway.kill()
+            gateway.start()
+            uids += burst_uids
+            wait_until(lambda: all(orthanc.srs_of(u) for u in uids), 120, interval=0.3, what="all SRs")
+            wait_until(lambda: _status(config)["counts"]["delivered"] == 8, 30, interval=0.5, what="delivered state")
         finally:
             gateway.terminate()
-        assert [len(orthanc.srs_of(u)) for u in uids] == [1, 1]
+        assert [len(orthanc.srs_of(u)) for u in uids] == [1] * 8, "exactly one SR per study"
         status = _status(config)
-        assert sorted(s["instances"] for s in status["studies"]) == [3, 4], "every instance survived the kill"
+        assert sorted(s["instances"] for s in status["studies"]) == [1] * 6 + [3, 4], "every instance survived"
         assert {s["state"] for s in status["studies"]} == {"delivered"}
         assert not any(u in status["raw"] for u in uids), "status must not print study UIDs"
         log = (tmp_path / "gateway.log").read_text()
-        headers = [pydicom.dcmread(f, stop_before_pixels=True) for f in [*partial, *complete]]
+        headers = [pydicom.dcmread(f, stop_before_pixels=True) for f in [*partial, *complete, *(s[0] for s in burst)]]
         identifiers = {str(v) for ds in headers for v in (ds.StudyInstanceUID, ds.SOPInstanceUID, ds.PatientID)}
         assert "listening as VECL" in log and "SR" in log
         assert [i for i in identifiers if i in log] == [], "logs must not carry identifiers"

@@ -9,6 +9,7 @@ import shutil
 import subprocess
 from io import BytesIO
 from pathlib import Path
+from types import SimpleNamespace
 
 import pydicom
 import pytest
@@ -20,6 +21,7 @@ from gateway_pacs import (
     missing_tools,
     pydicom_data,
     storescu,
+    wait_until,
     write_study,
 )
 from pydicom.encaps import encapsulate, generate_fragments
@@ -231,5 +233,36 @@ def test_spooled_file_without_database_row_is_registered_at_start_up(tmp_path: P
         assert _send(service.port, ds, ds.SOPClassUID).Status == 0x0000
         assert service.state.instance_digest(ds.SOPInstanceUID) == recorded, "same digest as a live C-STORE"
         assert len(service.state.studies()) == 1 and service.state.studies()[0].instances == 1
+    finally:
+        service.stop()
+
+
+class FailsOnce:
+    """An app that raises on its first study and declines the next: both must be recorded, service alive."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def process(self, paths: list) -> SimpleNamespace:
+        self.calls += 1
+        if self.calls == 1:
+            raise RuntimeError("boom")
+        return SimpleNamespace(sr=None, skipped_reason="lateral view only")
+
+
+def test_app_failure_marks_the_study_and_processing_goes_on(tmp_path: Path) -> None:
+    config = GatewayConfig(destination=Destination("PACS", "127.0.0.1", free_port()), peers=(Peer("ORTHANC"),),
+                           spool_dir=tmp_path / "spool", port=0, quiet_seconds=0.2, poll_seconds=0.05)
+    service = GatewayService(config, pipeline=FailsOnce())
+    service.start()
+    try:
+        for seed in (1, 2):
+            ds = dx_instance(generate_uid(), seed)
+            assert _send(service.port, ds, ds.SOPClassUID).Status == 0x0000
+        wait_until(lambda: service.state.counts()["failed"] + service.state.counts()["skipped"] == 2, 30,
+                   what="both studies processed")
+        reasons = sorted(s.reason for s in service.state.studies())
+        assert reasons == ["app error: RuntimeError", "lateral view only"]
+        assert all(t.is_alive() for t in service._threads)
     finally:
         service.stop()

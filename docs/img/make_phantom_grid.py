@@ -48,16 +48,15 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         manifest = generate_phantom(args.data or tmp, n_images=400, seed=0)
         records = pick(read_manifest(manifest))
-        fig, axes = plt.subplots(2, 4, figsize=(16, 11.5), gridspec_kw={"hspace": 0.02, "wspace": 0.04})
+        fig, axes = plt.subplots(2, 4, figsize=(16, 13), gridspec_kw={"hspace": 0.5, "wspace": 0.05})
         for ax, r in zip(axes.flat, records):
             ax.imshow(Image.open(image_path(r, manifest)), cmap="gray", vmin=0, vmax=255)
             present = [k for k, v in r.findings.items() if v] or ["no finding"]
             ax.set_title(textwrap.fill(f"{r.split}: " + ", ".join(present), 48), fontsize=9)
             ax.set_xticks([])
             ax.set_yticks([])
-            report = "\n".join(textwrap.fill(s, 60) for s in r.report.split("\n\n"))
-            ax.text(0, 1.0, report, transform=ax.transAxes, va="top", fontsize=6.3, color="#f0e68c",
-                    bbox={"facecolor": "black", "alpha": 0.55, "pad": 2, "edgecolor": "none"})
+            report = "\n".join(textwrap.fill(s, 46) for s in r.report.split("\n\n"))
+            ax.text(0, -0.02, report, transform=ax.transAxes, va="top", fontsize=7, family="monospace")
         for ax in list(axes.flat)[len(records):]:
             ax.axis("off")
         fig.savefig(args.out, dpi=72, bbox_inches="tight")

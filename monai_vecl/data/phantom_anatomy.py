@@ -203,13 +203,13 @@ def render(case: Case, size: int, rng: np.random.Generator) -> np.ndarray:
 
     if EFFUSION in f:
         e = f[EFFUSION]
-        frac = {"small": 0.13, "moderate": 0.33, "large": 0.58}[e["size"]]
+        frac, density = {"small": (0.08, 0.28), "moderate": (0.28, 0.38), "large": (0.5, 0.42)}[e["size"]]
         for s in e["sides"]:
             lg = lungs[s]
             level = lg.dome + 0.12 - frac * (lg.dome + 0.12 - lg.top)
             lateral = np.clip((SIDE_SIGN[s] * (x - lg.cx) + lg.ax) / (2 * lg.ax), 0, 1)
             fluid = _soft(y - (level - 0.13 * lateral**2), 0.025) * lung_side[s]
-            att += 0.42 * fluid * (0.85 + 0.15 * _soft(y - level - 0.1, 0.05))
+            att += density * fluid * (0.85 + 0.15 * _soft(y - level - 0.1, 0.05))
             keep_markings *= 1 - fluid
     if PNEUMOTHORAX in f:
         p = f[PNEUMOTHORAX]
@@ -218,7 +218,7 @@ def render(case: Case, size: int, rng: np.random.Generator) -> np.ndarray:
         collapsed_field = lg.field(x, y, shrink=depth, drop=depth)
         upper = _soft(lg.top + (0.45 + depth) * (lg.dome - lg.top) - y, 0.05)
         gap = lung_side[p["side"]] * (1 - _soft(collapsed_field, edge)) * upper
-        att -= 0.07 * gap
+        att -= 0.09 * gap
         keep_markings *= 1 - gap
         pleural_line = np.exp(-((collapsed_field / (0.7 * fr.px)) ** 2)) * upper * lung_side[p["side"]]
         att += 0.13 * pleural_line
@@ -245,7 +245,7 @@ def render(case: Case, size: int, rng: np.random.Generator) -> np.ndarray:
         mottle = np.clip(1 + 0.35 * _smooth_noise(rng, size, 3 * size / 256), 0.5, 1.4)
         att += (0.18 if faint else 0.34) * mask * mottle
         keep_markings *= 1 - 0.6 * mask
-    for code, amplitude in ((NODULE, 0.32), (MASS, 0.4)):
+    for code, amplitude in ((NODULE, 0.36), (MASS, 0.4)):
         if code in f:
             n = f[code]
             cx, cy = _zone_point(rng, lungs[n["side"]], n["zone"])
@@ -254,7 +254,7 @@ def render(case: Case, size: int, rng: np.random.Generator) -> np.ndarray:
             att += amplitude * _soft(radius - np.hypot(x - cx, y - cy), 0.004 + 0.08 * n["radius"]) * lung
     if EDEMA in f:
         sev = f[EDEMA]["severity"]
-        att += 0.075 * sev * hilum * lung
+        att += 0.05 * sev * hilum * lung
         if sev >= 2:
             for s in SIDE_SIGN:
                 lg = lungs[s]
@@ -265,7 +265,7 @@ def render(case: Case, size: int, rng: np.random.Generator) -> np.ndarray:
         _devices(f[DEVICES]["devices"], lines, thick, heart_cx, heart_cy, heart_hw, a)
 
     markings = _smooth_noise(noise_rng, size, 1.6 * size / 256) - 0.5 * _smooth_noise(noise_rng, size, 5 * size / 256)
-    vessel_amp = a["markings"] * (1.0 + (0.5 * f[EDEMA]["severity"] if EDEMA in f else 0.0))
+    vessel_amp = a["markings"] * (1.0 + (0.3 * f[EDEMA]["severity"] if EDEMA in f else 0.0))
     att += vessel_amp * markings * lung * keep_markings * (0.35 + 0.65 * hilum)
     att += 0.02 * _smooth_noise(noise_rng, size, 8 * size / 256) * body
     att += lines.render(0.6 * size / 256) + thick.render(1.6 * size / 256)
@@ -314,6 +314,10 @@ def _ribs(a: dict, fracture: dict | None, x, y, lungs: dict, edge: float) -> np.
             on_side = _soft(side * x, 0.01)
             centre = centre + on_side * fracture["step"] * _soft(u - fracture["u"], 0.004)
             band_weight = 1 - on_side * np.exp(-(((u - fracture["u"]) / fracture["gap"]) ** 2))
+            if fracture["age"] == "healed":  # callus: a bony bulge around the old break
+                site = y0 + (-0.22 * fracture["u"] + 0.95 * fracture["u"] ** 2) + 0.5 * fracture["step"]
+                dist = np.hypot(x - side * fracture["u"], (y - site) * 1.4)
+                out += 0.1 * _soft(2.2 * half - dist, edge)
         d = np.abs(y - centre)
         band = _soft(half - d, edge) * (0.7 + 0.3 * _soft(d - 0.6 * half, edge))  # brighter cortex
         out += 0.13 * band * band_weight

@@ -17,6 +17,7 @@ import logging
 import socket
 import threading
 import time
+from collections.abc import Callable
 from io import BytesIO
 from pathlib import Path
 from typing import Any, Protocol
@@ -80,6 +81,7 @@ class GatewayService:
         self._accepted = frozenset(config.accepted_sop_classes)
         self._stop = threading.Event()
         self._delivery_wake = threading.Event()
+        self._process_wake = threading.Event()
         self._threads: list[threading.Thread] = []
         self._server = None
 
@@ -110,8 +112,10 @@ class GatewayService:
             (self.config.host, self.config.port), block=False, evt_handlers=handlers,
             ssl_context=tls.server_context() if tls else None,
         )
-        for target, name in ((self._process_loop, "vecl-process"), (self._deliver_loop, "vecl-deliver")):
-            t = threading.Thread(target=target, name=name, daemon=True)
+        workers = ((self._process_step, self._process_wake, "vecl-process"),
+                   (self._deliver_step, self._delivery_wake, "vecl-deliver"))
+        for step, wake, name in workers:
+            t = threading.Thread(target=self._guarded_loop, args=(step, wake), name=name, daemon=True)
             t.start()
             self._threads.append(t)
         log.info("listening as %s on %s:%d", self.config.ae_title, self.config.host, self.port)
@@ -123,6 +127,7 @@ class GatewayService:
     def stop(self, timeout: float = 30.0) -> None:
         self._stop.set()
         self._delivery_wake.set()
+        self._process_wake.set()
         if self._server is not None:
             self._server.shutdown()
         for t in self._threads:
@@ -209,57 +214,75 @@ class GatewayService:
 
     # --- processing ------------------------------------------------------------------------
 
-    def _process_loop(self) -> None:
+    def _guarded_loop(self, step: Callable[[], bool], wake: threading.Event) -> None:
+        """Run ``step`` until stopped; when it finds no work (or fails) wait for ``wake`` or the poll interval.
+
+        A failing step (e.g. the disk or database briefly unavailable) is logged and retried:
+        the worker threads must outlive any single error, like the SCP does.
+        """
         while not self._stop.is_set():
-            self.state.promote_quiet(self.config.quiet_seconds)
-            job = self.state.claim_next()
-            if job is None:
-                self._stop.wait(self.config.poll_seconds)
-                continue
-            self._process(job)
+            try:
+                busy = step()
+            except Exception as e:  # noqa: BLE001 - keep the service alive; the state on disk is intact
+                log.error("%s step failed with %s; retrying", threading.current_thread().name, type(e).__name__)
+                busy = False
+            if not busy:
+                wake.wait(self.config.poll_seconds)
+                wake.clear()
+
+    def _process_step(self) -> bool:
+        self.state.promote_quiet(self.config.quiet_seconds)
+        job = self.state.claim_next()
+        if job is None:
+            return False
+        self._process(job)
+        return True
 
     def _process(self, job: Job) -> None:
         study = self._h(job.study_uid)
         started = time.perf_counter()
         try:
             result = self._pipeline.process(job.paths)
+            if result.sr is None:
+                log.info("study %s: no SR (%s)", study, result.skipped_reason)
+                self.state.finish(job.study_uid, "skipped", result.skipped_reason or "app produced no SR")
+                return
+            sr_uid, path = self._write_sr(job, result.sr)
         except Exception as e:  # noqa: BLE001 - any app failure marks the study, the service goes on
             # Only the exception type: messages can quote header values (patient data).
-            log.error("study %s: app failed with %s", study, type(e).__name__)
+            log.error("study %s: processing failed with %s", study, type(e).__name__)
             self.state.finish(job.study_uid, "failed", f"app error: {type(e).__name__}")
             return
-        if result.sr is None:
-            log.info("study %s: no SR (%s)", study, result.skipped_reason)
-            self.state.finish(job.study_uid, "skipped", result.skipped_reason or "app produced no SR")
-            return
-        sr = result.sr
+        self.state.sr_written(job, sr_uid, path)
+        log.info("study %s: SR %s written in %.2f s", study, self._h(sr_uid), time.perf_counter() - started)
+        self._delivery_wake.set()
+
+    def _write_sr(self, job: Job, sr: Dataset) -> tuple[str, Path]:
+        """Give the SR its content-versioned UID and put it durably in the outbox."""
         sr_uid = versioned_sr_uid(str(sr.SOPInstanceUID), job.digest)
         sr.SOPInstanceUID = sr_uid
         if getattr(sr, "file_meta", None) is not None:
             sr.file_meta.MediaStorageSOPInstanceUID = sr_uid
         buffer = BytesIO()
         sr.save_as(buffer, enforce_file_format=True)
-        path = self.spool.write(self.spool.sr_path(job.study_uid, sr_uid), buffer.getvalue())
-        self.state.sr_written(job, sr_uid, path)
-        log.info("study %s: SR %s written in %.2f s", study, self._h(sr_uid), time.perf_counter() - started)
-        self._delivery_wake.set()
+        return sr_uid, self.spool.write(self.spool.sr_path(job.study_uid, sr_uid), buffer.getvalue())
 
     # --- delivery --------------------------------------------------------------------------
 
-    def _deliver_loop(self) -> None:
-        while not self._stop.is_set():
-            due = self.state.due_deliveries()
-            for delivery in due:
-                if self._stop.is_set():
-                    return
-                self._deliver(delivery)
-            if not due:
-                self._delivery_wake.wait(self.config.poll_seconds)
-                self._delivery_wake.clear()
+    def _deliver_step(self) -> bool:
+        due = self.state.due_deliveries()
+        for delivery in due:
+            if self._stop.is_set():
+                break
+            self._deliver(delivery)
+        return bool(due)
 
     def _deliver(self, delivery: Delivery) -> None:
         study = self._h(delivery.study_uid)
-        error = send_file(self.config, delivery.sr_path)
+        try:
+            error = send_file(self.config, delivery.sr_path)
+        except Exception as e:  # noqa: BLE001 - e.g. TLS or file errors: count as a failed attempt
+            error = f"{type(e).__name__} while sending"
         if error is None:
             self.state.delivered(delivery)
             log.info("study %s: SR %s delivered to %s", study, self._h(delivery.sr_uid),

@@ -129,11 +129,12 @@ class MonaiImages:
 
         paths = [p for batch in batches for p in batch]
         bounds = np.cumsum([0] + [len(b) for b in batches])
-        self.transform.set_random_state(seed=self.seed + epoch)
+        # MONAI's DataLoader seeds the transforms (and each worker) from this generator: new draws every epoch.
         loader = DataLoader(
             Dataset([{"image": str(p)} for p in paths], transform=self.transform),
             batch_sampler=[list(range(a, b)) for a, b in zip(bounds[:-1], bounds[1:])],
             num_workers=self.num_workers,
+            generator=torch.Generator().manual_seed(self.seed * 1000 + epoch),
         )
         for batch in loader:
             yield torch.as_tensor(batch["image"])

@@ -1,0 +1,127 @@
+"""The training bundle end to end on a tiny phantom: run, stop mid-run, resume, MLflow read-back, configs."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from monai.bundle import ConfigParser, ConfigWorkflow
+
+from monai_vecl.data.phantom import PHANTOM_CLASSES, generate_phantom
+from monai_vecl.losses import LOSS_KINDS
+from monai_vecl.networks import VECLNetwork
+
+BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "vecl_cxr"
+TINY_BERT = {"model_type": "bert", "hidden_size": 16, "num_hidden_layers": 2, "num_attention_heads": 2,
+             "intermediate_size": 32}
+TINY = {
+    "network_def#image_size": 32, "network_def#load_size": 40, "network_def#patch_size": 16,
+    "network_def#vit_hidden_size": 16, "network_def#vit_mlp_dim": 32, "network_def#vit_num_layers": 1,
+    "network_def#vit_num_heads": 2, "network_def#text_config": TINY_BERT, "network_def#text_last_n_layers": 2,
+    "network_def#d_model": 16, "network_def#fusion_layers": 1, "network_def#fusion_heads": 2,
+    "network_def#fusion_ffn_dim": 32, "network_def#head_dims": [16], "freeze_text": False,
+    "batch_size": 8, "max_epochs": 2, "num_workers": 0, "val_batch_size": 16, "progress": False,
+    "learning_rate": 1e-3,
+}
+
+
+@pytest.fixture(scope="module")
+def phantom(tmp_path_factory):
+    return generate_phantom(tmp_path_factory.mktemp("phantom"), n_images=64, seed=5, image_size=64, workers=1)
+
+
+@pytest.fixture()
+def bundle(tmp_path):
+    """A copy of the bundle's configs in a fresh bundle root."""
+    shutil.copytree(BUNDLE / "configs", tmp_path / "configs")
+    return tmp_path
+
+
+def run_training(bundle: Path, phantom: Path, **overrides) -> ConfigWorkflow:
+    workflow = ConfigWorkflow(
+        config_file=str(bundle / "configs" / "train.yaml"), meta_file=str(bundle / "configs" / "metadata.json"),
+        logging_file=False, workflow_type="train", run_id="training",
+        bundle_root=str(bundle), dataset_manifest=str(phantom), **{**TINY, **overrides},
+    )
+    workflow.initialize()
+    workflow.run()
+    workflow.finalize()
+    return workflow
+
+
+def test_train_stop_resume_and_mlflow_store(bundle, phantom):
+    from mlflow import MlflowClient
+
+    first = run_training(bundle, phantom, max_steps=3)
+    steps_per_epoch = first.parser.get_parsed_content("train_loader").steps_per_epoch
+    last = bundle / "outputs" / "checkpoints" / "last.pt"
+    state = torch.load(last, weights_only=False)
+    assert (state["global_step"], state["step_in_epoch"], state["epoch"]) == (3, 3, 0)
+    assert not (bundle / "models" / "model.pt").exists()  # stopped mid-run: nothing exported yet
+
+    second = run_training(bundle, phantom)
+    trainer = second.parser.get_parsed_content("trainer")
+    total = 2 * steps_per_epoch
+    assert trainer.global_step == total and trainer.epoch == 2
+    assert [h["epoch"] for h in trainer.history] == [1, 2]  # the resumed run did not redo epoch 1's start
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{(bundle / 'outputs' / 'mlflow.db').resolve()}")
+    runs = client.search_runs([client.get_experiment_by_name("vecl").experiment_id])
+    assert len(runs) == 1  # the resumed run continued the same MLflow run
+    run = runs[0]
+    assert run.info.status == "FINISHED"
+    loss_steps = [m.step for m in client.get_metric_history(run.info.run_id, "train_loss")]
+    assert sorted(loss_steps) == list(range(1, total + 1))  # every step once: resumed at step 4
+    assert len(client.get_metric_history(run.info.run_id, "lr")) == total
+    aucs = [m.value for m in client.get_metric_history(run.info.run_id, "val_pnc_auc")]
+    assert len(aucs) == 2 and all(0.0 <= a <= 1.0 for a in aucs)
+    params = run.data.params
+    assert params["loss.kind"] == "vecl" and float(params["optimizer.lr"]) == 1e-3
+    assert params["optimizer.betas"] == "[0.5, 0.999]" and params["training.grad_clip"] == "0.25"
+    assert params["network.d_model"] == "16" and params["loader.backend"] in ("dali", "monai")
+    artifacts = {a.path for folder in ("model", "validation", "config")
+                 for a in client.list_artifacts(run.info.run_id, folder)}
+    assert {"model/model.pt", "validation/validation_roc.png", "config/train.yaml"} <= artifacts
+
+    weights = torch.load(bundle / "models" / "model.pt", weights_only=True)
+    network = second.parser.get_parsed_content("network")
+    network.load_state_dict(weights)  # a plain state_dict of the network, strict
+    best = torch.load(bundle / "outputs" / "checkpoints" / "best.pt", weights_only=False)
+    assert best["best_metric"] == max(aucs)
+    assert all(torch.equal(weights[k], best["network"][k].cpu()) for k in weights)
+
+
+@pytest.mark.parametrize("kind", LOSS_KINDS)
+def test_loss_kind_comes_from_the_config(kind):
+    parser = ConfigParser()
+    parser.read_config(str(BUNDLE / "configs" / "train.yaml"))
+    parser["loss_kind"] = kind
+    assert parser.get_parsed_content("loss").kind == kind
+
+
+def test_reference_hyperparameters_in_config():
+    config = ConfigParser.load_config_file(str(BUNDLE / "configs" / "train.yaml"))
+    assert config["betas"] == [0.5, 0.999] and config["weight_decay"] == 1e-6 and config["grad_clip"] == 0.25
+    assert config["lr_scheduler"]["_target_"].endswith("ReduceLROnPlateau")
+    assert config["loss_kind"] == "vecl" and config["network_preset"] == "small"
+    assert "training" in config and "$" not in json.dumps(config["bundle_root"])
+
+
+def test_inference_config_and_metadata_agree():
+    parser = ConfigParser()
+    parser.read_config(str(BUNDLE / "configs" / "inference.yaml"))
+    meta = json.loads((BUNDLE / "configs" / "metadata.json").read_text())
+    assert parser["network_def"]["_target_"] == "monai_vecl.networks.build_vecl"
+    assert parser["class_names"] == list(PHANTOM_CLASSES)
+    outputs = meta["network_data_format"]["outputs"]
+    assert list(outputs["zero_shot_scores"]["channel_def"].values()) == list(PHANTOM_CLASSES)
+    assert outputs["relation_logits"]["channel_def"] == {"0": "entail", "1": "neutral", "2": "contradict"}
+    for field in ("version", "changelog", "monai_version", "pytorch_version", "numpy_version", "task",
+                  "description", "authors", "copyright", "data_source", "intended_use", "references"):
+        assert meta[field], field
+    network = parser.get_parsed_content("network_def")
+    assert isinstance(network, VECLNetwork)
+    assert (network.image_size, network.load_size) == (parser["image_size"], parser["load_size"])
