@@ -37,7 +37,7 @@ def load_split(manifest: Path, split: str, size: int) -> tuple[torch.Tensor, tor
 
 
 class SmallCNN(nn.Module):
-    """A strided stem and four conv blocks that halve the resolution, then global average pooling (~0.2 M
+    """A strided stem and four conv blocks that halve the resolution, then global average pooling (~0.26 M
     parameters): cheap enough to train for a few epochs on two CPU cores."""
 
     def __init__(self, n_classes: int, width: int = 12):

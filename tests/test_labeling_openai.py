@@ -8,7 +8,7 @@ from monai_vecl.labeling.rules import RulesLabeler
 
 
 def _labeler(url, **kw):
-    options = {"backend": "openai", "base_url": url, "model": "stand-in", "concurrency": 3, "timeout": 0.5,
+    options = {"backend": "openai", "base_url": url, "model": "stand-in", "concurrency": 3, "timeout": 5.0,
                "retries": 2, "backoff": 0.01}
     options.update(kw)
     return build_labeler(options)
@@ -17,7 +17,7 @@ def _labeler(url, **kw):
 def test_good_malformed_and_failing_answers():
     sentences = ["No effusion.", "Small pneumothorax.", "REPAIRABLE heart.", "MALFORMED no pneumothorax.",
                  "FAIL moderate cardiomegaly.", "FLAKY small effusion.", "GARBAGE no edema."]
-    with StandIn() as server:
+    with StandIn(delay=0.05) as server:  # the delay makes requests overlap
         labeler = _labeler(server.url)
         results = labeler.label_batch(sentences)
         labeler.close()
@@ -39,8 +39,8 @@ def test_good_malformed_and_failing_answers():
 
 
 def test_timeout_falls_back_and_concurrency_is_bounded():
-    with StandIn(delay=0.05, slow_seconds=1.0) as server:
-        labeler = _labeler(server.url, concurrency=2, timeout=0.3, retries=1)
+    with StandIn(delay=0.05, slow_seconds=2.5) as server:
+        labeler = _labeler(server.url, concurrency=2, timeout=1.0, retries=1)
         results = labeler.label_batch([f"Effusion number {i}." for i in range(8)] + ["SLOW effusion."])
         labeler.close()
     assert server.max_in_flight <= 2

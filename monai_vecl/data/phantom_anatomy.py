@@ -139,9 +139,6 @@ class _Lungs:
         dome = self.dome + 0.22 * ((x - self.cx) / self.ax) ** 2 - y
         return np.minimum(ellipse * 0.25, dome)
 
-    def height_fraction(self, y: np.ndarray) -> np.ndarray:
-        return (y - self.top) / (self.dome + 0.15 - self.top)
-
 
 def render(case: Case, size: int, rng: np.random.Generator) -> np.ndarray:
     """Draw ``case`` as an 8-bit grayscale image of shape [size, size]."""
@@ -194,7 +191,7 @@ def render(case: Case, size: int, rng: np.random.Generator) -> np.ndarray:
         bubble = 1 - ((x - lungs["left"].cx) / 0.09) ** 2 - ((y - lungs["left"].dome - 0.13) / 0.055) ** 2
         att -= 0.18 * _soft(bubble, 0.05) * body
     # ribs stand out against aerated lung, much less against the heart and abdomen
-    att += _ribs(a, f.get(FRACTURE), x, y, lungs, edge) * (0.4 + 0.6 * lung)
+    att += _ribs(a, f.get(FRACTURE), x, y, edge) * (0.4 + 0.6 * lung)
 
     lines = _Lines(fr)
     thick = _Lines(fr)
@@ -298,7 +295,7 @@ def _patch(rng: np.random.Generator, x, y, cx: float, cy: float, spread: float, 
     return amplitude * np.clip((acc - 0.05) / 0.9, 0, 1)  # zero away from the patch, no sharp border
 
 
-def _ribs(a: dict, fracture: dict | None, x, y, lungs: dict, edge: float) -> np.ndarray:
+def _ribs(a: dict, fracture: dict | None, x, y, edge: float) -> np.ndarray:
     """Posterior ribs (arcs rising from the spine, curving down laterally), clavicles; a rib fracture if drawn."""
     u = np.abs(x)
     curve = -0.22 * u + 0.95 * u * u
