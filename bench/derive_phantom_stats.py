@@ -15,7 +15,7 @@ import pprint
 from collections import Counter
 from pathlib import Path
 
-from monai_vecl.taxonomy import FINDINGS, code_of, parse_cell
+from monai_vecl.taxonomy import code_of, parse_cell
 
 #: Findings the phantom draws into its images (taxonomy codes).
 PHANTOM_CODES = (1, 2, 3, 4, 5, 6, 7, 8, 9, 15, 16, 20)

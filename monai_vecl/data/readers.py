@@ -263,7 +263,7 @@ def read_chexpert(
             findings = _chexpert_findings(row, "zero", report, rel)
             records.append(Record(
                 image=str(image.resolve()), study_id=f"{match[1]}/{match[2]}", patient_id=match[1], split="test",
-                view=row.get("AP/PA") or "PA", findings=findings,
+                view=row.get("AP/PA") or "unknown", findings=findings,
             ))
     report.records = len(records)
     return records, report
