@@ -56,6 +56,31 @@ def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 
 
+def random_summary(manifest: Path, draws: int = 20) -> dict[str, dict[str, float]]:
+    """Macro metrics of uniform random scores on the same labels, averaged over ``draws``: the floor each
+    protocol gives a model without information (the oracle's threshold search lifts F1 and MCC above it)."""
+    import numpy as np
+
+    from monai_vecl.data.manifest import read_manifest
+    from monai_vecl.data.phantom import PHANTOM_CLASSES
+    from monai_vecl.evaluation.metrics import choose_thresholds, evaluate_scores
+    from monai_vecl.evaluation.workflow import class_labels
+
+    rng = np.random.default_rng(0)
+    y_val = class_labels(read_manifest(manifest, "validate"), PHANTOM_CLASSES)
+    out = {}
+    for split in SPLITS:
+        y = class_labels(read_manifest(manifest, split), PHANTOM_CLASSES)
+        rows = []
+        for _ in range(draws):
+            thresholds = choose_thresholds(y_val, rng.random(y_val.shape))
+            rows.append(evaluate_scores(y, rng.random(y.shape), PHANTOM_CLASSES, thresholds, n_bootstrap=0).macro)
+        keys = ("auc", "ap", "oracle_f1", "oracle_mcc", "val_f1", "val_mcc")
+        row = {k: float(np.mean([r[k] for r in rows])) for k in keys}
+        out |= {f"{split}_pos": row, f"{split}_pnc": row}
+    return out
+
+
 def table(summaries: dict[str, dict], columns: tuple[tuple[str, str], ...]) -> str:
     """Markdown table: one row per (model, split), a POS and a PNC group of ``columns``."""
     head = ["model", "split"] + [f"{mode.upper()} {label}" for mode in ("pos", "pnc") for _, label in columns]
@@ -77,7 +102,8 @@ def report(summaries: dict[str, dict], seconds: dict[str, float]) -> str:
         "",
         table(summaries, DEPLOYABLE),
         "",
-        "val thr.: thresholds chosen on the validate split and applied unchanged (deployable protocol).",
+        "val thr.: thresholds chosen on the validate split and applied unchanged (deployable protocol). "
+        "random scores: uniform random scores on the same labels, mean of 20 draws (the floor of each protocol).",
         f"Training wall time: {timing}." if timing else "",
     ])
 
@@ -119,6 +145,7 @@ def main(argv: list[str] | None = None) -> None:
             bundle_run("evaluating", ["train.yaml", "evaluate.yaml"], evaluate, out / kind / "evaluate.log")
             print(f"{kind}: trained in {seconds[kind] / 60:.1f} min", flush=True)
         summaries[kind] = json.loads((out / kind / "eval" / "summary.json").read_text(encoding="utf-8"))
+    summaries["random scores"] = random_summary(out / "phantom" / "manifest.jsonl")
     text = report(summaries, seconds)
     (out / "comparison.md").write_text(text + "\n", encoding="utf-8")
     (out / "comparison.json").write_text(

@@ -127,3 +127,16 @@ def test_train_loader_slices_global_batches_by_rank(manifest, backend):
         assert per_rank[0][step]["image"].shape == (3, 3, 32, 32)
     resumed = list(ranks[0].epoch(epoch=4, start_step=1))
     assert len(resumed) == 1 and torch.equal(resumed[0]["index"], per_rank[0][1]["index"])
+
+
+def test_macro_auc_skips_unlabeled_records_and_one_class_columns():
+    from monai_vecl.training.validation import macro_auc
+
+    truth = np.array([[1, 0, -1], [0, 0, 1], [1, 0, 0], [-1, 0, 1]])
+    scores = np.array([[0.9, 0.1, 0.0], [0.2, 0.5, 0.8], [0.7, 0.3, 0.7], [0.0, 0.2, 0.6]])
+    macro, per_class = macro_auc(truth, scores, ["a", "b", "c"])
+    assert set(per_class) == {"a", "c"}  # "b" has no positive: no AUC
+    assert per_class["a"] == 1.0  # row 3 (unlabeled for "a") would have broken the perfect ranking
+    assert per_class["c"] == 0.5 and macro == 0.75
+    with pytest.raises(ValueError, match="AUC undefined"):
+        macro_auc(truth[:, 1:2], scores[:, 1:2], ["b"])

@@ -45,7 +45,7 @@ from monai_vecl.data.phantom_stats import PHANTOM_CODES, STATS
 from monai_vecl.taxonomy import FINDINGS
 
 #: Bumped whenever drawing or report writing changes, so cached data sets are regenerated.
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 #: Taxonomy names of the findings the phantom draws (keys of each record's ``findings``).
 PHANTOM_CLASSES: tuple[str, ...] = tuple(FINDINGS[c] for c in PHANTOM_CODES)
 #: A drawn airspace finding also makes the image positive for the parent class Lung Opacity.
@@ -129,7 +129,7 @@ def sample_case(rng: np.random.Generator, shifted: bool = False) -> Case:
         f[EDEMA] = {"severity": int(rng.choice([1, 2, 3], p=[0.45, 0.35, 0.2]))}
     if FRACTURE in codes:
         f[FRACTURE] = {"side": _side(rng, 0.0)[0], "rib": int(rng.integers(3, 9)), "u": float(rng.uniform(0.4, 0.72)),
-                       "step": float(rng.uniform(0.025, 0.045)), "gap": float(rng.uniform(0.012, 0.022)),
+                       "step": float(rng.uniform(0.035, 0.06)), "gap": float(rng.uniform(0.018, 0.03)),
                        "age": str(rng.choice(["acute", "healed"], p=[0.4, 0.6]))}
     if DEVICES in codes:
         kinds = ["et_tube", "ng_tube", "central_line", "pacemaker", "sternotomy_wires"]

@@ -314,7 +314,7 @@ def _ribs(a: dict, fracture: dict | None, x, y, edge: float) -> np.ndarray:
             if fracture["age"] == "healed":  # callus: a bony bulge around the old break
                 site = y0 + (-0.22 * fracture["u"] + 0.95 * fracture["u"] ** 2) + 0.5 * fracture["step"]
                 dist = np.hypot(x - side * fracture["u"], (y - site) * 1.4)
-                out += 0.1 * _soft(2.2 * half - dist, edge)
+                out += 0.16 * _soft(2.6 * half - dist, edge)
         d = np.abs(y - centre)
         band = _soft(half - d, edge) * (0.7 + 0.3 * _soft(d - 0.6 * half, edge))  # brighter cortex
         out += 0.13 * band * band_weight

@@ -23,6 +23,7 @@ import torch
 
 from monai_vecl.data.preprocess import MEAN, STD
 from monai_vecl.training.dataset import SentenceSampling
+from monai_vecl.training.distributed import rank_and_world
 
 BACKENDS = ("auto", "dali", "monai")
 
@@ -242,15 +243,19 @@ class TrainLoader:
         backend: ``auto``, ``dali`` or ``monai``.
         aug: geometry and augmentation.
         num_workers: DALI threads or MONAI worker processes.
+        rank / world_size: this process's slice; ``None`` takes them from the initialised process group.
     """
 
     def __init__(self, data: SentenceSampling, batch_size: int, backend: str = "auto",
                  aug: Augmentation | None = None, num_workers: int = 2, seed: int = 0,
-                 rank: int = 0, world_size: int = 1):
+                 rank: int | None = None, world_size: int | None = None):
         self.data, self.batch_size = data, batch_size
-        self.rank, self.world_size = rank, world_size
+        group_rank, group_size = rank_and_world()
+        self.rank = group_rank if rank is None else rank
+        self.world_size = group_size if world_size is None else world_size
         self.backend = resolve_backend(backend)
-        self.images = build_images(self.backend, aug or Augmentation(), True, batch_size, num_workers, seed + rank)
+        self.images = build_images(self.backend, aug or Augmentation(), True, batch_size, num_workers,
+                                   seed + self.rank)
         if self.steps_per_epoch == 0:
             raise ValueError(f"{len(data)} training images cannot fill one global batch of "
                              f"{batch_size} x {world_size} ranks")

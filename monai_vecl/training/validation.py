@@ -27,19 +27,29 @@ class ValidationResult:
     """Scores and truth of one validation pass, and its metrics."""
 
     class_names: tuple[str, ...]
-    truth: np.ndarray  # [N, C] 0/1
+    truth: np.ndarray  # [N, C] 0/1, -1 where a record has no label for the class
     pnc: np.ndarray  # [N, C]
     pos: np.ndarray  # [N, C]
     metrics: dict[str, float]
 
 
+def _scored(truth: np.ndarray, c: int) -> np.ndarray:
+    """Rows labeled for class ``c`` when it has both a positive and a negative among them, else none."""
+    known = truth[:, c] >= 0
+    labels = truth[known, c]
+    return known if 0 < labels.sum() < len(labels) else np.zeros_like(known)
+
+
 def macro_auc(truth: np.ndarray, scores: np.ndarray, class_names: Sequence[str]) -> tuple[float, dict[str, float]]:
-    """Macro ROC AUC over classes with both a positive and a negative case, and the per-class values."""
-    per_class = {
-        name: float(roc_auc_score(truth[:, c], scores[:, c]))
-        for c, name in enumerate(class_names)
-        if 0 < truth[:, c].sum() < len(truth)
-    }
+    """Macro ROC AUC over classes with a positive and a negative case, and the per-class values.
+
+    Per class only records labeled for it count (``-1`` = no label, e.g. an uncertain CheXpert label left out).
+    """
+    per_class = {}
+    for c, name in enumerate(class_names):
+        rows = _scored(truth, c)
+        if rows.any():
+            per_class[name] = float(roc_auc_score(truth[rows, c], scores[rows, c]))
     if not per_class:
         raise ValueError("no validation class has both positive and negative images: AUC undefined")
     return float(np.mean(list(per_class.values()))), per_class
@@ -63,12 +73,12 @@ class ZeroShotValidation:
             raise ValueError(f"{manifest}: no '{split}' records with ground-truth findings to validate on")
         if class_names is None:
             class_names = sorted({k for r in records for k in r.findings})
-        missing = [(r.image, c) for r in records for c in class_names if c not in r.findings]
-        if missing:
-            raise ValueError(f"{manifest}: {len(missing)} validation records lack a class, e.g. {missing[:3]}")
+        unknown = [c for c in class_names if not any(c in r.findings for r in records)]
+        if unknown:
+            raise ValueError(f"{manifest}: no '{split}' record has ground truth for {unknown}")
         self.class_names = tuple(class_names)
         self.paths = [image_path(r, manifest) for r in records]
-        self.truth = np.array([[r.findings[c] for c in self.class_names] for r in records], dtype=np.int64)
+        self.truth = np.array([[r.findings.get(c, -1) for c in self.class_names] for r in records], dtype=np.int64)
         self.image_size, self.load_size, self.batch_size = image_size, load_size, batch_size
 
     def __len__(self) -> int:
@@ -104,9 +114,10 @@ def plot_roc(result: ValidationResult, path: str | os.PathLike, title: str = "Va
 
     fig, ax = plt.subplots(figsize=(6, 6))
     for c, name in enumerate(result.class_names):
-        if 0 < result.truth[:, c].sum() < len(result.truth):
-            fpr, tpr, _ = roc_curve(result.truth[:, c], result.pnc[:, c])
-            ax.plot(fpr, tpr, label=f"{name} ({roc_auc_score(result.truth[:, c], result.pnc[:, c]):.3f})")
+        rows = _scored(result.truth, c)
+        if rows.any():
+            fpr, tpr, _ = roc_curve(result.truth[rows, c], result.pnc[rows, c])
+            ax.plot(fpr, tpr, label=f"{name} ({roc_auc_score(result.truth[rows, c], result.pnc[rows, c]):.3f})")
     ax.plot([0, 1], [0, 1], "k--", linewidth=0.8)
     ax.set(xlabel="False positive rate", ylabel="True positive rate",
            title=f"{title}: macro AUC {result.metrics['val_pnc_auc']:.3f}")
