@@ -40,13 +40,24 @@ def bundle(tmp_path):
     return tmp_path
 
 
-def run_training(bundle: Path, phantom: Path, **overrides) -> ConfigWorkflow:
+def run_training(bundle: Path, phantom: Path, interrupt_at: int | None = None, **overrides) -> ConfigWorkflow:
+    """Run the bundle's ``training`` list; ``interrupt_at``: Ctrl-C arrives while that step runs."""
     workflow = ConfigWorkflow(
         config_file=str(bundle / "configs" / "train.yaml"), meta_file=str(bundle / "configs" / "metadata.json"),
         logging_file=False, workflow_type="train", run_id="training",
         bundle_root=str(bundle), dataset_manifest=str(phantom), **{**TINY, **overrides},
     )
     workflow.initialize()
+    if interrupt_at is not None:
+        trainer = workflow.parser.get_parsed_content("trainer")
+        step = trainer._train_step
+
+        def interrupted(*args):
+            if trainer.global_step + 1 == interrupt_at:
+                raise KeyboardInterrupt
+            return step(*args)
+
+        trainer._train_step = interrupted
     workflow.run()
     workflow.finalize()
     return workflow
@@ -55,8 +66,8 @@ def run_training(bundle: Path, phantom: Path, **overrides) -> ConfigWorkflow:
 def test_train_stop_resume_and_mlflow_store(bundle, phantom):
     from mlflow import MlflowClient
 
-    first = run_training(bundle, phantom, max_steps=3)
-    steps_per_epoch = first.parser.get_parsed_content("train_loader").steps_per_epoch
+    with pytest.raises(KeyboardInterrupt):
+        run_training(bundle, phantom, interrupt_at=4)
     last = bundle / "outputs" / "checkpoints" / "last.pt"
     state = torch.load(last, weights_only=False)
     assert (state["global_step"], state["step_in_epoch"], state["epoch"]) == (3, 3, 0)
@@ -64,7 +75,7 @@ def test_train_stop_resume_and_mlflow_store(bundle, phantom):
 
     second = run_training(bundle, phantom)
     trainer = second.parser.get_parsed_content("trainer")
-    total = 2 * steps_per_epoch
+    total = 2 * trainer.loader.steps_per_epoch
     assert trainer.global_step == total and trainer.epoch == 2
     assert [h["epoch"] for h in trainer.history] == [1, 2]  # the resumed run did not redo epoch 1's start
 
