@@ -14,7 +14,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-import yaml
+from monai_vecl.deploy.config_file import read_config
 
 # CR, DX for presentation, DX for processing: the chest radiograph storage classes the app reads.
 DEFAULT_SOP_CLASSES = (
@@ -131,9 +131,7 @@ class GatewayConfig:
     @classmethod
     def from_yaml(cls, path: str | os.PathLike) -> GatewayConfig:
         path = Path(path)
-        doc = yaml.safe_load(path.read_text()) or {}
-        if "gateway" not in doc:
-            raise ValueError(f"{path}: no 'gateway:' section")
+        doc = read_config(path, "gateway")
         config = cls.from_dict(doc["gateway"], base_dir=path.parent)
         if config.pipeline is None and "deploy" in doc:
             # One file may carry both sections: the app's ``deploy:`` and the gateway's.

@@ -26,11 +26,11 @@ from typing import Any
 
 import pydicom
 import torch
-import yaml
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
 from monai_vecl.data.preprocess import preprocess_gray
+from monai_vecl.deploy.config_file import read_config
 from monai_vecl.deploy.dicom_image import NO_VOI_MODES, DicomImageError, dicom_to_gray01
 from monai_vecl.deploy.selection import SelectionConfig, select_frontal_chest
 from monai_vecl.deploy.sr import AlgorithmInfo, FindingScore, SRConfig, build_findings_sr, finding_concept
@@ -109,11 +109,7 @@ class PipelineConfig:
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike) -> PipelineConfig:
-        path = Path(path)
-        doc = yaml.safe_load(path.read_text()) or {}
-        if "deploy" not in doc:
-            raise ValueError(f"{path}: no 'deploy:' section")
-        return cls.from_mapping(doc["deploy"], base_dir=path.parent)
+        return cls.from_mapping(read_config(path, "deploy")["deploy"], base_dir=Path(path).parent)
 
     @classmethod
     def load(cls, source: PipelineConfig | Mapping[str, Any] | str | os.PathLike) -> PipelineConfig:
