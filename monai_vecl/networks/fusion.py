@@ -33,11 +33,27 @@ class CrossAttentionLayer(nn.Module):
         self.dropout3 = nn.Dropout(dropout)
         self.activation = nn.ReLU()
 
-    def forward(self, queries: torch.Tensor, memory: torch.Tensor, padding_mask: torch.Tensor | None) -> torch.Tensor:
-        """queries [B, Q, d], memory [B, T, d], padding_mask [B, T] (True = ignore) → [B, Q, d]."""
-        attended, _ = self.multihead_attn(
-            self.norm2(queries), memory, memory, key_padding_mask=padding_mask, need_weights=False
+    def forward(
+        self,
+        queries: torch.Tensor,
+        memory: torch.Tensor,
+        padding_mask: torch.Tensor | None,
+        attention: list[torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """queries [B, Q, d], memory [B, T, d], padding_mask [B, T] (True = ignore) → [B, Q, d].
+
+        With ``attention`` (a list) given, the attention weights [B, heads, Q, T] are appended to it.
+        """
+        attended, weights = self.multihead_attn(
+            self.norm2(queries),
+            memory,
+            memory,
+            key_padding_mask=padding_mask,
+            need_weights=attention is not None,
+            average_attn_weights=False,
         )
+        if attention is not None:
+            attention.append(weights)
         x = queries + self.dropout2(attended)
         return x + self.dropout3(self.linear2(self.dropout(self.activation(self.linear1(self.norm3(x))))))
 
@@ -50,9 +66,15 @@ class CrossAttentionDecoder(nn.Module):
         self.layers = nn.ModuleList(layers)
         self.norm = norm
 
-    def forward(self, queries: torch.Tensor, memory: torch.Tensor, padding_mask: torch.Tensor | None) -> torch.Tensor:
+    def forward(
+        self,
+        queries: torch.Tensor,
+        memory: torch.Tensor,
+        padding_mask: torch.Tensor | None,
+        attention: list[torch.Tensor] | None = None,
+    ) -> torch.Tensor:
         for layer in self.layers:
-            queries = layer(queries, memory, padding_mask)
+            queries = layer(queries, memory, padding_mask, attention)
         return self.norm(queries)
 
 
@@ -91,9 +113,14 @@ class FusionModule(nn.Module):
             nn.init.normal_(module.out_proj.weight, std=0.02)
 
     def forward(
-        self, memory: torch.Tensor, queries: torch.Tensor, padding_mask: torch.Tensor | None = None
+        self,
+        memory: torch.Tensor,
+        queries: torch.Tensor,
+        padding_mask: torch.Tensor | None = None,
+        attention: list[torch.Tensor] | None = None,
     ) -> torch.Tensor:
+        """``attention``: an optional list that receives each layer's weights [B, heads, Q, T] (for grounding maps)."""
         memory = self.decoder_norm(memory)
         queries = self.decoder_norm(queries).unsqueeze(0).expand(memory.shape[0], -1, -1)
-        features = self.decoder(queries, memory, padding_mask)
+        features = self.decoder(queries, memory, padding_mask, attention)
         return self.mlp_head(self.dropout_feas(features))
