@@ -83,7 +83,8 @@ def test_chestxdet10_with_corrupt_image_verified():
     studies = by_id(records)
     assert list(studies) == ["70001", "70002"]
     assert {k for k, v in studies["70001"].findings.items() if v} == {"Atelectasis", "Pleural Effusion"}
-    assert studies["70001"].extra["boxes"][1] == {"label": "Effusion", "box": [300, 400, 500, 600]}
+    effusion = {"label": "Effusion", "finding": "Pleural Effusion", "box": [8, 9, 15, 15]}
+    assert studies["70001"].extra["boxes"][1] == effusion
     assert report.counts == {"unreadable_image": 1, "missing_image": 1, "bad_row": 1}
     unverified, _ = readers.read_chestxdet10(FIXTURES / "chestxdet10")
     assert len(unverified) == 3  # without verify the corrupt file is only found when loaded

@@ -7,6 +7,11 @@ labels of every sentence. Which findings occur together, and how often absent fi
 negated, follow the MIMIC-CXR reference labels (:mod:`phantom_stats`). Splits are
 train/validate/test plus ``test_shifted``, drawn with other anatomy, contrast and noise ranges.
 
+Region truth (for grounding, docs/grounding.md): every drawn finding's region is written as a
+boolean mask, one per finding name, in ``regions/NNN/<study_id>.npz`` (``extra["regions"]``), and
+as one bounding box per connected part in ``extra["boxes"]`` (``{"finding": name, "box": [x0, y0,
+x1, y1]}``, pixels, ends exclusive). A parent class implied by a child gets the child's region.
+
 CLI: ``python -m monai_vecl.data.phantom --out DIR --n 2000 --seed 0``.
 """
 
@@ -22,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from scipy import ndimage
 
 from monai_vecl.data.manifest import Record, read_manifest, write_manifest
 from monai_vecl.data.phantom_anatomy import (
@@ -45,7 +51,7 @@ from monai_vecl.data.phantom_stats import PHANTOM_CODES, STATS
 from monai_vecl.taxonomy import FINDINGS
 
 #: Bumped whenever drawing or report writing changes, so cached data sets are regenerated.
-GENERATOR_VERSION = 3
+GENERATOR_VERSION = 4
 #: Taxonomy names of the findings the phantom draws (keys of each record's ``findings``).
 PHANTOM_CLASSES: tuple[str, ...] = tuple(FINDINGS[c] for c in PHANTOM_CODES)
 #: A drawn airspace finding also makes the image positive for the parent class Lung Opacity.
@@ -167,6 +173,25 @@ def assign_splits(n: int, seed: int, split_fractions: dict[str, float], shifted_
     return splits
 
 
+def finding_regions(case: Case, regions: dict[int, np.ndarray]) -> dict[str, np.ndarray]:
+    """Region masks of :func:`render` by taxonomy name; an implied parent (see :func:`ground_truth`) gets its child's."""
+    masks = dict(regions)
+    for code in case.findings:
+        for parent in IMPLIES.get(code, ()):
+            masks[parent] = masks[parent] | masks[code] if parent in masks else masks[code].copy()
+    return {FINDINGS[c]: masks[c] for c in PHANTOM_CODES if c in masks}
+
+
+def region_boxes(masks: dict[str, np.ndarray]) -> list[dict]:
+    """One ``{"finding", "box": [x0, y0, x1, y1]}`` per 8-connected part of each mask (pixels, ends exclusive)."""
+    boxes = []
+    for name, mask in masks.items():
+        parts, _ = ndimage.label(mask, structure=np.ones((3, 3), bool))
+        for rows, cols in ndimage.find_objects(parts):
+            boxes.append({"finding": name, "box": [cols.start, rows.start, cols.stop, rows.stop]})
+    return boxes
+
+
 def _jsonable(value):
     if isinstance(value, dict):
         return {str(k): _jsonable(v) for k, v in value.items()}
@@ -179,12 +204,17 @@ def make_record(index: int, seed: int, split: str, out_dir: Path, image_size: in
     """Draw, save and describe one image; depends only on (seed, index), not on worker layout."""
     rng = np.random.default_rng([seed, index])
     case = sample_case(rng, shifted=split == "test_shifted")
-    pixels = render(case, image_size, rng)
+    regions: dict[int, np.ndarray] = {}
+    pixels = render(case, image_size, rng, regions)
     sentences = write_report(case, rng)
     study_id = f"ph{seed}-{index:06d}"
     rel = Path("images") / f"{index // 1000:03d}" / f"{study_id}.png"
     (out_dir / rel).parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(pixels, mode="L").save(out_dir / rel, compress_level=1)
+    masks = finding_regions(case, regions)
+    rel_regions = Path("regions") / f"{index // 1000:03d}" / f"{study_id}.npz"
+    (out_dir / rel_regions).parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(out_dir / rel_regions, **masks)
     attributes = {FINDINGS[c]: _jsonable(a) for c, a in case.findings.items()}
     return Record(
         image=rel.as_posix(),
@@ -197,7 +227,8 @@ def make_record(index: int, seed: int, split: str, out_dir: Path, image_size: in
         sentence_labels=[list(labels) for _, _, labels in sentences],
         findings=ground_truth(case),
         label_source="phantom_truth",
-        extra={"finding_attributes": attributes, "shifted": split == "test_shifted"},
+        extra={"finding_attributes": attributes, "shifted": split == "test_shifted", "regions": rel_regions.as_posix(),
+               "boxes": region_boxes(masks)},
     )
 
 
@@ -216,7 +247,9 @@ def _is_complete(out_dir: Path, params: dict) -> bool:
         records = read_manifest(manifest)
     except ValueError:
         return False
-    return len(records) == params["n_images"] and all((out_dir / r.image).is_file() for r in records)
+    return len(records) == params["n_images"] and all(
+        (out_dir / r.image).is_file() and (out_dir / r.extra.get("regions", "")).is_file() for r in records
+    )
 
 
 def generate_phantom(

@@ -24,6 +24,10 @@ MASS, EDEMA, NODULE, CONSOLIDATION, FRACTURE, DEVICES = 7, 8, 9, 15, 16, 20
 SIDE_SIGN = {"right": -1.0, "left": 1.0}
 #: Vertical thirds of a lung, as fractions of its height from the apex.
 ZONES = {"upper": (0.05, 0.38), "mid": (0.35, 0.65), "lower": (0.62, 0.92)}
+#: A soft finding mask (fluid, heart, patch, disk) counts as region where it reaches half its peak.
+REGION_LEVEL = 0.5
+#: A drawn line (plate atelectasis, Kerley lines, devices) counts as region where it adds this much attenuation.
+LINE_REGION_ATTENUATION = 0.05
 
 
 @dataclass
@@ -78,9 +82,13 @@ class _Lines:
         self.rows: list[np.ndarray] = []
         self.cols: list[np.ndarray] = []
         self.weights: list[np.ndarray] = []
+        self.findings: list[int | None] = []
 
-    def add(self, u: np.ndarray, v: np.ndarray, amplitude: float) -> None:
-        """Add a polyline through frame points (u, v); ``amplitude`` is its peak attenuation after blur."""
+    def add(self, u: np.ndarray, v: np.ndarray, amplitude: float, finding: int | None = None) -> None:
+        """Add a polyline through frame points (u, v); ``amplitude`` is its peak attenuation after blur.
+
+        ``finding`` tags the line with the finding code it belongs to, for :meth:`render` of that finding only.
+        """
         u, v = np.asarray(u, np.float32), np.asarray(v, np.float32)
         seg = np.hypot(np.diff(u), np.diff(v)) / self.frame.px
         n = np.maximum(2, np.ceil(seg / 0.4).astype(int))
@@ -92,13 +100,16 @@ class _Lines:
         self.rows.append(r)
         self.cols.append(c)
         self.weights.append(amplitude * step)
+        self.findings.append(finding)
 
-    def render(self, sigma_px: float) -> np.ndarray:
+    def render(self, sigma_px: float, finding: int | None = None) -> np.ndarray:
+        """All lines, or only those tagged with ``finding``, blurred."""
         size = self.frame.size
         canvas = np.zeros((size, size), np.float32)
-        if not self.rows:
+        keep = [i for i, tag in enumerate(self.findings) if finding is None or tag == finding]
+        if not keep:
             return canvas
-        r, c, w = (np.concatenate(a) for a in (self.rows, self.cols, self.weights))
+        r, c, w = (np.concatenate([a[i] for i in keep]) for a in (self.rows, self.cols, self.weights))
         r, c = np.rint(r).astype(int), np.rint(c).astype(int)
         ok = (r >= 0) & (r < size) & (c >= 0) & (c < size)
         np.add.at(canvas, (r[ok], c[ok]), w[ok])
@@ -140,9 +151,21 @@ class _Lungs:
         return np.minimum(ellipse * 0.25, dome)
 
 
-def render(case: Case, size: int, rng: np.random.Generator) -> np.ndarray:
-    """Draw ``case`` as an 8-bit grayscale image of shape [size, size]."""
+def render(
+    case: Case, size: int, rng: np.random.Generator, regions: dict[int, np.ndarray] | None = None
+) -> np.ndarray:
+    """Draw ``case`` as an 8-bit grayscale image of shape [size, size].
+
+    With ``regions`` (a dict) given, it is filled with a boolean [size, size] mask per drawn finding
+    code: where that finding changes the picture (see :data:`REGION_LEVEL`). Computing the masks draws
+    no random numbers, so the pixels are the same with or without them.
+    """
     a, f = case.anatomy, case.findings
+
+    def mark(code: int, mask: np.ndarray) -> None:
+        if regions is not None:
+            regions[code] = regions[code] | mask if code in regions else mask.copy()
+
     # separate streams: adding a finding must not change the patient's texture and noise
     rng, noise_rng = rng.spawn(2)
     fr = _Frame(size, a)
@@ -162,6 +185,8 @@ def render(case: Case, size: int, rng: np.random.Generator) -> np.ndarray:
     hx, hy = x - heart_cx, y - heart_cy
     tilt_c, tilt_s = np.cos(0.45), np.sin(0.45)
     heart = _soft(1 - ((tilt_c * hx + tilt_s * hy) / heart_hw) ** 2 - ((-tilt_s * hx + tilt_c * hy) / heart_hh) ** 2, 0.04)
+    if CARDIOMEGALY in f:
+        mark(CARDIOMEGALY, heart >= REGION_LEVEL)
     knob_y = heart_cy - heart_hh - 0.02
     aorta = _soft(1 - ((x - 0.1) ** 2 + (y - knob_y) ** 2) / 0.07**2, 0.03)
     mediastinum = np.maximum(
@@ -191,7 +216,7 @@ def render(case: Case, size: int, rng: np.random.Generator) -> np.ndarray:
         bubble = 1 - ((x - lungs["left"].cx) / 0.09) ** 2 - ((y - lungs["left"].dome - 0.13) / 0.055) ** 2
         att -= 0.18 * _soft(bubble, 0.05) * body
     # ribs stand out against aerated lung, much less against the heart and abdomen
-    att += _ribs(a, f.get(FRACTURE), x, y, edge) * (0.4 + 0.6 * lung)
+    att += _ribs(a, f.get(FRACTURE), x, y, edge, mark) * (0.4 + 0.6 * lung)
 
     lines = _Lines(fr)
     thick = _Lines(fr)
@@ -208,6 +233,7 @@ def render(case: Case, size: int, rng: np.random.Generator) -> np.ndarray:
             fluid = _soft(y - (level - 0.13 * lateral**2), 0.025) * lung_side[s]
             att += density * fluid * (0.85 + 0.15 * _soft(y - level - 0.1, 0.05))
             keep_markings *= 1 - fluid
+            mark(EFFUSION, fluid >= REGION_LEVEL)
     if PNEUMOTHORAX in f:
         p = f[PNEUMOTHORAX]
         depth = {"small": 0.055, "moderate": 0.12, "large": 0.2}[p["size"]]
@@ -219,19 +245,22 @@ def render(case: Case, size: int, rng: np.random.Generator) -> np.ndarray:
         keep_markings *= 1 - gap
         pleural_line = np.exp(-((collapsed_field / (0.7 * fr.px)) ** 2)) * upper * lung_side[p["side"]]
         att += 0.13 * pleural_line
+        mark(PNEUMOTHORAX, (gap >= REGION_LEVEL) | (pleural_line >= REGION_LEVEL))
     if ATELECTASIS in f:
         t = f[ATELECTASIS]
         for s in t["sides"]:
             lg = lungs[s]
             if t["kind"] == "lobar":
                 cx = lg.cx - SIDE_SIGN[s] * 0.45 * lg.ax
-                att += _patch(rng, x, y, cx, lg.dome - 0.07, 0.06, 0.3, 3) * lung_side[s]
+                lobar = _patch(rng, x, y, cx, lg.dome - 0.07, 0.06, 0.3, 3) * lung_side[s]
+                att += lobar
+                mark(ATELECTASIS, lobar >= REGION_LEVEL * 0.3)
             for _ in range(t["bands"]):
                 v0 = lg.dome - rng.uniform(0.08, 0.22)
                 u0 = lg.cx + rng.uniform(-0.45, 0.35) * lg.ax
                 length, tilt = rng.uniform(0.14, 0.26), rng.uniform(-0.18, 0.18)
                 uu = np.array([u0 - length / 2, u0 + length / 2])
-                thick.add(uu, np.array([v0 - tilt * length / 2, v0 + tilt * length / 2]), 0.12)
+                thick.add(uu, np.array([v0 - tilt * length / 2, v0 + tilt * length / 2]), 0.12, ATELECTASIS)
     region_code = next((c for c in (CONSOLIDATION, PNEUMONIA, OPACITY) if c in f), None)
     if region_code is not None:
         # one airspace region per image; a hazy opacity alone is fainter and broader than consolidation
@@ -242,22 +271,29 @@ def render(case: Case, size: int, rng: np.random.Generator) -> np.ndarray:
         mottle = np.clip(1 + 0.35 * _smooth_noise(rng, size, 3 * size / 256), 0.5, 1.4)
         att += (0.18 if faint else 0.34) * mask * mottle
         keep_markings *= 1 - 0.6 * mask
+        for code in (CONSOLIDATION, PNEUMONIA, OPACITY):
+            if code in f:
+                mark(code, mask >= REGION_LEVEL)
     for code, amplitude in ((NODULE, 0.36), (MASS, 0.4)):
         if code in f:
             n = f[code]
             cx, cy = _zone_point(rng, lungs[n["side"]], n["zone"])
             ang = np.arctan2(y - cy, x - cx)
             radius = n["radius"] * (1 + n["lobulation"] * np.sin(3 * ang + rng.uniform(0, 6)))
-            att += amplitude * _soft(radius - np.hypot(x - cx, y - cy), 0.004 + 0.08 * n["radius"]) * lung
+            disk = _soft(radius - np.hypot(x - cx, y - cy), 0.004 + 0.08 * n["radius"])
+            att += amplitude * disk * lung
+            mark(code, disk * lung >= REGION_LEVEL)
     if EDEMA in f:
         sev = f[EDEMA]["severity"]
         att += 0.05 * sev * hilum * lung
+        mark(EDEMA, hilum * lung >= REGION_LEVEL)
         if sev >= 2:
             for s in SIDE_SIGN:
                 lg = lungs[s]
                 for v in lg.dome - rng.uniform(0.02, 0.28, size=3 + 2 * sev):
                     outer = lg.cx + SIDE_SIGN[s] * lg.ax * 0.93
-                    lines.add(np.array([outer, outer - SIDE_SIGN[s] * rng.uniform(0.05, 0.09)]), np.array([v, v]), 0.1)
+                    lines.add(np.array([outer, outer - SIDE_SIGN[s] * rng.uniform(0.05, 0.09)]), np.array([v, v]), 0.1,
+                              EDEMA)
     if DEVICES in f:
         _devices(f[DEVICES]["devices"], lines, thick, heart_cx, heart_cy, heart_hw, a)
 
@@ -266,6 +302,11 @@ def render(case: Case, size: int, rng: np.random.Generator) -> np.ndarray:
     att += vessel_amp * markings * lung * keep_markings * (0.35 + 0.65 * hilum)
     att += 0.02 * _smooth_noise(noise_rng, size, 8 * size / 256) * body
     att += lines.render(0.6 * size / 256) + thick.render(1.6 * size / 256)
+    if regions is not None:
+        for code in (ATELECTASIS, EDEMA, DEVICES):
+            if code in f:
+                drawn = lines.render(0.6 * size / 256, code) + thick.render(1.6 * size / 256, code)
+                mark(code, drawn >= LINE_REGION_ATTENUATION)
 
     img = (np.clip(att / 0.85, 0, 1) - a["window_lo"]) / (a["window_hi"] - a["window_lo"])
     img = np.clip(img, 0, 1) ** a["gamma"]
@@ -295,8 +336,11 @@ def _patch(rng: np.random.Generator, x, y, cx: float, cy: float, spread: float, 
     return amplitude * np.clip((acc - 0.05) / 0.9, 0, 1)  # zero away from the patch, no sharp border
 
 
-def _ribs(a: dict, fracture: dict | None, x, y, edge: float) -> np.ndarray:
-    """Posterior ribs (arcs rising from the spine, curving down laterally), clavicles; a rib fracture if drawn."""
+def _ribs(a: dict, fracture: dict | None, x, y, edge: float, mark) -> np.ndarray:
+    """Posterior ribs (arcs rising from the spine, curving down laterally), clavicles; a rib fracture if drawn.
+
+    ``mark(FRACTURE, mask)`` receives the fracture's region: a disk around the break, callus included.
+    """
     u = np.abs(x)
     curve = -0.22 * u + 0.95 * u * u
     starts = a["lung_top"] - 0.1 + a["rib_spacing"] * np.arange(10, dtype=np.float32)
@@ -311,10 +355,11 @@ def _ribs(a: dict, fracture: dict | None, x, y, edge: float) -> np.ndarray:
             on_side = _soft(side * x, 0.01)
             centre = centre + on_side * fracture["step"] * _soft(u - fracture["u"], 0.004)
             band_weight = 1 - on_side * np.exp(-(((u - fracture["u"]) / fracture["gap"]) ** 2))
+            site = y0 + (-0.22 * fracture["u"] + 0.95 * fracture["u"] ** 2) + 0.5 * fracture["step"]
+            dist = np.hypot(x - side * fracture["u"], (y - site) * 1.4)
             if fracture["age"] == "healed":  # callus: a bony bulge around the old break
-                site = y0 + (-0.22 * fracture["u"] + 0.95 * fracture["u"] ** 2) + 0.5 * fracture["step"]
-                dist = np.hypot(x - side * fracture["u"], (y - site) * 1.4)
                 out += 0.16 * _soft(2.6 * half - dist, edge)
+            mark(FRACTURE, dist <= 2.6 * half + fracture["step"])
         d = np.abs(y - centre)
         band = _soft(half - d, edge) * (0.7 + 0.3 * _soft(d - 0.6 * half, edge))  # brighter cortex
         out += 0.13 * band * band_weight
@@ -328,22 +373,23 @@ def _devices(kinds: list[str], lines: _Lines, thick: _Lines, hx: float, hy: floa
     carina = a["lung_top"] + 0.5
     if "et_tube" in kinds:
         for off in (-0.012, 0.012):
-            thick.add(np.array([off, off + 0.005]), np.array([-1.05, carina - 0.12]), 0.55)
+            thick.add(np.array([off, off + 0.005]), np.array([-1.05, carina - 0.12]), 0.55, DEVICES)
     if "ng_tube" in kinds:
         u, v = _bezier([(0.0, -1.05), (0.03, 0.2), (0.35, a["dome_y"] + 0.25)])
-        lines.add(u, v, 0.7)
+        lines.add(u, v, 0.7, DEVICES)
     if "central_line" in kinds:
         u, v = _bezier([(-0.62, -0.9), (-0.3, -0.62), (-0.06, -0.5), (-0.05, hy - 0.12)])
-        lines.add(u, v, 0.75)
+        lines.add(u, v, 0.75, DEVICES)
     if "pacemaker" in kinds:
         box_u = np.array([0.42, 0.6, 0.62, 0.44, 0.42])
         box_v = np.array([-0.72, -0.74, -0.6, -0.58, -0.72])
         for shrink in np.linspace(0, 0.06, 6):
-            thick.add(0.52 + (box_u - 0.52) * (1 - shrink * 10), -0.66 + (box_v + 0.66) * (1 - shrink * 10), 0.45)
+            scale = 1 - shrink * 10
+            thick.add(0.52 + (box_u - 0.52) * scale, -0.66 + (box_v + 0.66) * scale, 0.45, DEVICES)
         for end in ((hx + 0.2 * hw, hy + 0.3), (hx - 0.3 * hw, hy - 0.1)):
             u, v = _bezier([(0.5, -0.66), (0.2, -0.55), (0.0, hy - 0.3), end])
-            lines.add(u, v, 0.8)
+            lines.add(u, v, 0.8, DEVICES)
     if "sternotomy_wires" in kinds:
         theta = np.linspace(0, 2 * np.pi, 24)
         for v0 in np.linspace(-0.45, hy + 0.2, 6):
-            lines.add(0.02 + 0.025 * np.cos(theta), v0 + 0.014 * np.sin(theta), 0.8)
+            lines.add(0.02 + 0.025 * np.cos(theta), v0 + 0.014 * np.sin(theta), 0.8, DEVICES)

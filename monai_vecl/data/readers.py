@@ -319,7 +319,11 @@ def read_chestxray14(
 def read_chestxdet10(
     root: str | os.PathLike, annotations: str = "test.json", verify: bool = False
 ) -> tuple[list[Record], ReaderReport]:
-    """ChestX-Det10 test images with their 10 categories (boxes kept in ``extra["boxes"]``)."""
+    """ChestX-Det10 test images with their 10 categories.
+
+    Boxes go to ``extra["boxes"]`` as ``{"label": category, "finding": class name or None, "box": [x0, y0, x1, y1]}``
+    (pixels), the region truth the grounding evaluation reads (docs/grounding.md).
+    """
     root = Path(root)
     report = ReaderReport("chestxdet10")
     try:
@@ -346,7 +350,8 @@ def read_chestxdet10(
         records.append(Record(
             image=str(image.resolve()), study_id=Path(name).stem, patient_id=Path(name).stem, split="test",
             findings={c: int(c in present) for c in ZERO_SHOT_CLASSES["chestxdet10"]},
-            extra={"boxes": [{"label": s, "box": b} for s, b in zip(syms, item.get("boxes", []))]},
+            extra={"boxes": [{"label": s, "finding": CHESTXDET10_LABELS.get(s), "box": b}
+                             for s, b in zip(syms, item.get("boxes", []))]},
         ))
     report.records = len(records)
     return records, report

@@ -47,9 +47,11 @@ def encode_texts_chunked(model: Any, texts: Sequence[str], chunk_size: int = 64)
     return chunks
 
 
-@torch.no_grad()
 def entail_probs(model: Any, image_feats: Any, text_chunks: Sequence[Any]) -> torch.Tensor:
-    """Entail probability [N, M] of each (image, text) pair, fusing one text chunk at a time."""
+    """Entail probability [N, M] of each (image, text) pair, fusing one text chunk at a time.
+
+    Differentiable (Grad-CAM grounding maps use it); callers that only score run it under ``no_grad``.
+    """
     parts = [torch.softmax(model.fuse(image_feats, t).logits.float(), dim=-1)[..., ENTAIL] for t in text_chunks]
     return torch.cat(parts, dim=1)
 
