@@ -96,6 +96,25 @@ def validate_sr(path: Path) -> list[str]:
     return problems
 
 
+def pixelmed_errors(path: Path) -> list[str]:
+    """Errors that pixelmed's DicomSRValidator (templates and context groups) reports; ~10 s of Java per file."""
+    import os
+    import shutil
+    import subprocess
+
+    import pytest
+
+    if shutil.which("DicomSRValidator") is None:
+        pytest.skip("DicomSRValidator is not installed (scripts/setup.sh --system installs pixelmed-apps)")
+    # The JDK's default XPath limits are too small for pixelmed's compiled template stylesheet.
+    limits = "-Djdk.xml.xpathExprOpLimit=0 -Djdk.xml.xpathExprGrpLimit=0 -Djdk.xml.xpathTotalOpLimit=0"
+    env = {**os.environ, "JAVA_TOOL_OPTIONS": limits}
+    run = subprocess.run(["DicomSRValidator", str(path)], capture_output=True, text=True, env=env, check=False)
+    out = run.stdout + run.stderr
+    assert "IOD validation complete" in out, out[-2000:]
+    return [line for line in out.splitlines() if line.startswith("Error")]
+
+
 def _name(item: Dataset) -> str:
     return item.ConceptNameCodeSequence[0].CodeMeaning
 

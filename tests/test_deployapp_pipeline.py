@@ -1,7 +1,10 @@
-"""StudyPipeline: bundle loading, scoring wiring, study triage, bad instances, config validation."""
+"""StudyPipeline: bundle loading, scoring wiring, calibrated and site thresholds, study triage, notice SRs,
+bad instances, config validation."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from pathlib import Path
 
@@ -20,8 +23,11 @@ from monai_vecl.deploy.dicom_image import dicom_to_gray01
 from monai_vecl.deploy.pipeline import PipelineConfig, StudyPipeline, group_by_study, resolve_findings, save_sr
 from monai_vecl.evaluation.zero_shot import ZeroShotClassifier
 from monai_vecl.networks import build_vecl
+from monai_vecl.thresholds import ThresholdTable, save_thresholds
 
 CLASSES = ["Pleural Effusion", "Cardiomegaly", "Pneumothorax"]
+NAMES = ["Pleural Effusion", "Cardiomegaly", "Pulmonary Consolidation"]
+CALIBRATED = {"Pleural Effusion": 0.42, "Cardiomegaly": 0.61}
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -45,6 +51,10 @@ def bundle(tmp_path_factory):
         for param in model.fusion_module.mlp_head.parameters():
             param.mul_(5.0)
     torch.save(model.state_dict(), root / "models" / "model.pt")
+    sha = hashlib.sha256((root / "models" / "model.pt").read_bytes()).hexdigest()
+    # Calibrated thresholds for two of the three scored findings (Pulmonary Consolidation has none).
+    save_thresholds(ThresholdTable(CALIBRATED, "pnc", "validate", "max_f1", model_sha256=sha),
+                    root / "models" / "thresholds.json")
     return root, model
 
 
@@ -55,7 +65,8 @@ def pipeline(bundle):
         {
             "bundle_root": str(root),
             "device": "cpu",
-            "findings": {"Pleural Effusion": 0.5, "Cardiomegaly": 0.3, "Pulmonary Consolidation": 0.7},
+            "findings": NAMES,
+            "site_thresholds": {"Cardiomegaly": 0.3},
         }
     )
 
@@ -63,14 +74,12 @@ def pipeline(bundle):
 def test_scores_come_from_the_bundle_weights(pipeline, bundle):
     _, reference_model = bundle
     result = pipeline.process([rg1_path()])
-    names = ["Pleural Effusion", "Cardiomegaly", "Pulmonary Consolidation"]
+    names = NAMES
     image = preprocess_gray(dicom_to_gray01(pydicom.dcmread(rg1_path())))[None]
     expected = ZeroShotClassifier(reference_model, names).scores(image, mode="pnc")[0]
     assert list(result.scores) == names
     np.testing.assert_allclose([result.scores[n] for n in names], expected.numpy(), atol=1e-5)
     assert max(result.scores.values()) - min(result.scores.values()) > 0.02  # not a constant stand-in
-    for finding in result.findings:
-        assert finding.present == (finding.score >= pipeline.thresholds[finding.name])
     groups = measurement_groups(result.sr)
     assert [g["Certainty of Finding"][0] for g in groups] == pytest.approx(
         [100 * result.scores[n] for n in names], abs=1e-3
@@ -78,11 +87,50 @@ def test_scores_come_from_the_bundle_weights(pipeline, bundle):
     assert any(p.startswith("model_sha256=") for p in groups[0]["parameters"])
 
 
+def test_calibrated_thresholds_make_the_calls_a_site_threshold_wins_and_none_means_score_only(pipeline, tmp_path):
+    result = pipeline.process([rg1_path()])
+    by_name = {f.name: f for f in result.findings}
+    effusion, cardio, consolidation = (by_name[n] for n in NAMES)
+    assert effusion.threshold == 0.42 and effusion.present == (effusion.score >= 0.42)
+    assert effusion.threshold_source.startswith("calibrated: max_f1 on validate split, model_sha256=")
+    assert cardio.threshold == 0.3 and "site override" in cardio.threshold_source
+    assert "over calibrated 0.61" in cardio.threshold_source
+    assert consolidation.threshold is None and consolidation.present is None
+    groups = {g["finding"][2]: g for g in measurement_groups(result.sr)}
+    assert "evaluation" not in groups["Lung consolidation"]  # a score, no present/absent call
+    assert "threshold=none (score only, no present/absent call)" in groups["Lung consolidation"]["parameters"]
+    expected = "Present" if effusion.present else "Absent"
+    assert groups["Pleural effusion"]["evaluation"][2] == expected
+    assert "threshold=0.42" in groups["Pleural effusion"]["parameters"]
+    assert any(p.startswith("threshold_source=site override") for p in groups["Cardiomegaly"]["parameters"])
+    assert any(p.startswith("thresholds=max_f1 on validate split") for p in groups["Cardiomegaly"]["parameters"])
+    path = save_sr(result.sr, tmp_path)
+    assert validate_sr(path) == []
+
+
+def test_thresholds_for_other_weights_or_score_mode_stop_the_start_up(bundle, tmp_path, caplog):
+    root, _ = bundle
+    table = json.loads((root / "models" / "thresholds.json").read_text())
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({**table, "model_sha256": "0" * 64}))
+    with pytest.raises(ValueError, match="calibrated for model sha256 0000"):
+        StudyPipeline({"bundle_root": str(root), "device": "cpu", "thresholds_file": str(other)})
+    other.write_text(json.dumps({**table, "score_mode": "pos"}))
+    with pytest.raises(ValueError, match="score_mode"):
+        StudyPipeline({"bundle_root": str(root), "device": "cpu", "thresholds_file": str(other)})
+    with caplog.at_level(logging.WARNING, logger="monai_vecl.deploy.pipeline"):
+        uncalibrated = StudyPipeline({"bundle_root": str(root), "device": "cpu", "thresholds_file": "missing.json"})
+    assert "no calibrated thresholds" in caplog.text
+    assert {t.value for t in uncalibrated.thresholds.values()} == {None}
+
+
 def test_bundle_class_names_are_the_default_findings():
-    config = PipelineConfig.from_mapping({"default_threshold": 0.4})
-    assert resolve_findings(config, {"class_names": CLASSES}) == {name: 0.4 for name in CLASSES}
-    configured = PipelineConfig.from_mapping({"findings": {"Hernia": 0.7}})
-    assert resolve_findings(configured, {"class_names": CLASSES}) == {"Hernia": 0.7}
+    config = PipelineConfig.from_mapping({})
+    assert resolve_findings(config, {"class_names": CLASSES}) == CLASSES
+    configured = PipelineConfig.from_mapping({"findings": ["Hernia"]})
+    assert resolve_findings(configured, {"class_names": CLASSES}) == ["Hernia"]
+    with pytest.raises(ValueError, match="not scored"):
+        resolve_findings(PipelineConfig.from_mapping({"site_thresholds": {"Hernia": 0.5}}), {"class_names": CLASSES})
     with pytest.raises(ValueError, match="no findings"):
         resolve_findings(config, {})
     with pytest.raises(KeyError, match="unknown finding"):
@@ -119,11 +167,11 @@ def test_unusable_pixels_fall_back_to_the_next_frontal_image(pipeline, tmp_path)
     result = pipeline.process([broken, good])
     assert result.source_path == good and "unusable pixel data" in result.rejected[str(broken)]
     only_broken = pipeline.process([broken])
-    assert only_broken.sr is None and "usable pixel data" in only_broken.skipped_reason
+    assert only_broken.findings == [] and "usable pixel data" in only_broken.skipped_reason
 
 
 @pytest.mark.parametrize("kind, reason", [("lateral", "lateral view"), ("hand", "not chest"), ("none", "no instances")])
-def test_studies_without_a_frontal_chest_get_no_sr(pipeline, tmp_path, caplog, kind, reason):
+def test_studies_without_a_frontal_chest_get_a_notice_sr_saying_why(pipeline, tmp_path, caplog, kind, reason):
     paths = {
         "lateral": [make_dx(tmp_path / "l.dcm", ramp(), view="RL", bits_stored=12)],
         "hand": [make_dx(tmp_path / "h.dcm", ramp(), body_part="HAND", bits_stored=12)],
@@ -131,8 +179,22 @@ def test_studies_without_a_frontal_chest_get_no_sr(pipeline, tmp_path, caplog, k
     }[kind]
     with caplog.at_level(logging.INFO, logger="monai_vecl.deploy.pipeline"):
         result = pipeline.process(paths)
-    assert result.sr is None and reason in result.skipped_reason and result.scores == {}
-    assert any(reason in record.getMessage() and "no SR" in record.getMessage() for record in caplog.records)
+    assert reason in result.skipped_reason and result.scores == {}
+    assert any(reason in record.getMessage() and "no findings" in record.getMessage() for record in caplog.records)
+    if not paths:  # nothing to name the patient and study by: no notice possible
+        assert result.sr is None
+        return
+    (comment,) = [item for c in result.sr.ContentSequence if c.ValueType == "CONTAINER" for item in c.ContentSequence]
+    assert comment.TextValue.startswith("Received; no findings produced:") and reason in comment.TextValue
+    assert result.sr.StudyInstanceUID == pydicom.dcmread(paths[0]).StudyInstanceUID
+    assert validate_sr(save_sr(result.sr, tmp_path / "out")) == []
+
+
+def test_a_site_can_turn_notice_srs_off(bundle, tmp_path):
+    root, _ = bundle
+    quiet = StudyPipeline({"bundle_root": str(root), "device": "cpu", "sr": {"notice_for_skipped": False}})
+    result = quiet.process([make_dx(tmp_path / "l.dcm", ramp(), view="RL", bits_stored=12)])
+    assert result.sr is None and "lateral view" in result.skipped_reason
 
 
 def test_two_studies_in_one_call_are_refused(pipeline, tmp_path):
@@ -159,15 +221,17 @@ def test_phantom_dx_export_reads_back_as_its_png_and_gets_an_sr(pipeline, tmp_pa
 def test_config_file_and_validation(tmp_path):
     config = PipelineConfig.from_yaml(REPO / "deploy" / "config.yaml")
     assert config.bundle_root == REPO / "bundles" / "vecl_cxr"  # resolved against the YAML's folder
-    assert config.findings and config.sr.kind == "comprehensive3d"
+    assert config.findings == () and config.thresholds_file == "models/thresholds.json" and config.sr.kind == "comprehensive3d"
     with pytest.raises(ValueError, match="unknown keys"):
         PipelineConfig.from_mapping({"bundle_rot": "x"})
     with pytest.raises(ValueError, match=r"in \[0, 1\]"):
-        PipelineConfig.from_mapping({"findings": {"Pneumothorax": 1.5}})
+        PipelineConfig.from_mapping({"site_thresholds": {"Pneumothorax": 1.5}})
     with pytest.raises(KeyError, match="unknown finding"):
-        PipelineConfig.from_mapping({"findings": {"Broken Heart": 0.5}})
+        PipelineConfig.from_mapping({"findings": ["Broken Heart"]})
+    with pytest.raises(TypeError, match="list of class names"):
+        PipelineConfig.from_mapping({"findings": {"Pneumothorax": 0.5}})
     with pytest.raises(FileNotFoundError, match="train the bundle first"):
-        StudyPipeline({"bundle_root": str(tmp_path), "findings": {"Pneumothorax": 0.5}})
+        StudyPipeline({"bundle_root": str(tmp_path), "findings": ["Pneumothorax"]})
 
 
 def test_a_study_of_unreadable_files_is_reported_not_dropped(pipeline, tmp_path):

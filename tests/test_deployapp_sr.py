@@ -1,26 +1,31 @@
-"""The DICOM SR: TID 1500 content, codes, study membership, determinism, and dcmtk/dicom3tools validation."""
+"""The DICOM SR: TID 1500 content, codes, study membership, determinism, notice SRs, predecessors, and
+dcmtk, dicom3tools and pixelmed validation."""
 
 from __future__ import annotations
 
 import pydicom
 import pytest
-from deployapp_dicom import make_dx, measurement_groups, ramp, rg1_path, validate_sr
+from deployapp_dicom import make_dx, measurement_groups, pixelmed_errors, ramp, rg1_path, validate_sr
 
 from monai_vecl.deploy.sr import (
     PRIVATE_SCHEME,
+    PROCEDURE_REPORTED,
     AlgorithmInfo,
     FindingScore,
     SRConfig,
+    add_predecessor,
     build_findings_sr,
+    build_notice_sr,
     finding_concept,
 )
 
 ALGORITHM = AlgorithmInfo("VECL test", "1.2.3", ("score_mode=pnc",))
 FINDINGS = [
     FindingScore("Pleural Effusion", 0.81, 0.5),
-    FindingScore("Cardiomegaly", 0.30, 0.25),  # private code, present at its own threshold
+    FindingScore("Support Devices", 0.30, 0.25),  # private code, present at its own threshold
     FindingScore("Pulmonary Consolidation", 0.10, 0.5),  # prompt name mapped to the taxonomy
 ]
+SCORE_ONLY = FindingScore("Cardiomegaly", 0.70, None, "none calibrated: score only")
 
 
 @pytest.fixture(scope="module")
@@ -74,6 +79,49 @@ def test_one_group_per_finding_with_code_evaluation_certainty_and_algorithm(sour
     assert groups[0]["finding"][:2] == ("60046008", "SCT")
     assert groups[1]["finding"][1] == PRIVATE_SCHEME and groups[1]["evaluation"][0] == "52101004"
     assert groups[2]["finding"][:2] == ("95436008", "SCT")
+
+
+def test_standard_codes_for_cardiomegaly_and_the_cid_100_procedure(source):
+    assert finding_concept("Cardiomegaly").value == "8186001" and finding_concept("Cardiomegaly").scheme_designator == "SCT"
+    sr = build_findings_sr(source, FINDINGS, ALGORITHM)
+    (procedure,) = [i for i in sr.ContentSequence if i.ConceptNameCodeSequence[0].CodeValue == "121058"]
+    assert procedure.ConceptCodeSequence[0].CodeValue == PROCEDURE_REPORTED.value == "363679005"
+
+
+def test_a_finding_without_threshold_has_its_score_and_no_call(source):
+    (group,) = measurement_groups(build_findings_sr(source, [SCORE_ONLY], ALGORITHM))
+    assert "evaluation" not in group and group["Certainty of Finding"] == (pytest.approx(70.0), "%")
+    assert "threshold=none (score only, no present/absent call)" in group["parameters"]
+    assert "threshold_source=none calibrated: score only" in group["parameters"]
+
+
+def test_evidence_lists_every_examined_image_and_a_replacement_names_its_predecessor(source, tmp_path):
+    lateral = pydicom.dcmread(make_dx(tmp_path / "lat.dcm", ramp(), study_uid=source.StudyInstanceUID, view="LL"))
+    first = build_findings_sr(source, FINDINGS, ALGORITHM, evaluated=[lateral, source])
+    refs = [sop.ReferencedSOPInstanceUID for series in first.CurrentRequestedProcedureEvidenceSequence[0]
+            .ReferencedSeriesSequence for sop in series.ReferencedSOPSequence]
+    assert sorted(refs) == sorted([source.SOPInstanceUID, lateral.SOPInstanceUID])
+    second = build_findings_sr(source, [*FINDINGS, SCORE_ONLY], ALGORITHM, evaluated=[lateral, source])
+    add_predecessor(second, first)
+    predecessor = second.PredecessorDocumentsSequence[0]
+    assert predecessor.StudyInstanceUID == source.StudyInstanceUID
+    sop = predecessor.ReferencedSeriesSequence[0].ReferencedSOPSequence[0]
+    assert (sop.ReferencedSOPInstanceUID, sop.ReferencedSOPClassUID) == (first.SOPInstanceUID, first.SOPClassUID)
+    path = tmp_path / "second.dcm"
+    second.save_as(path, enforce_file_format=True)
+    assert validate_sr(path) == [] and pixelmed_errors(path) == []
+
+
+def test_notice_sr_says_received_and_why_and_validates(source, tmp_path):
+    notice = build_notice_sr([source], "no frontal chest image: lateral view", ALGORITHM)
+    assert (notice.StudyInstanceUID, notice.PatientID) == (source.StudyInstanceUID, source.PatientID)
+    texts = [i.TextValue for c in notice.ContentSequence if c.ValueType == "CONTAINER" for i in c.ContentSequence]
+    assert texts == ["Received; no findings produced: no frontal chest image: lateral view"]
+    assert notice.SOPInstanceUID == build_notice_sr([source], "no frontal chest image: lateral view",
+                                                    ALGORITHM).SOPInstanceUID
+    path = tmp_path / "notice.dcm"
+    notice.save_as(path, enforce_file_format=True)
+    assert validate_sr(path) == [] and pixelmed_errors(path) == []
 
 
 def test_device_observer_and_private_scheme_declaration(source):

@@ -91,6 +91,9 @@ class SRWriterOperator(Operator):
                 "skipped_reason": result.skipped_reason,
                 "scores": result.scores,
                 "present": [f.name for f in result.findings if f.present],
+                # Per finding: threshold (null: score only, no call) and where it came from.
+                "thresholds": {f.name: {"threshold": f.threshold, "source": f.threshold_source}
+                               for f in result.findings},
                 "source_file": None if result.source_path is None else str(result.source_path),
                 "files_left_out": result.rejected,
                 "timings_s": result.timings,
@@ -102,6 +105,6 @@ class SRWriterOperator(Operator):
         tmp.write_text(json.dumps(summary, indent=2))
         os.replace(tmp, self.output_folder / self.SUMMARY)
         written = sum(1 for s in summary["studies"] if s["sr_file"])
-        log.info(
-            "%d SRs written, %d studies skipped, %d files not DICOM", written, len(results) - written, len(unreadable)
-        )
+        skipped = sum(1 for s in summary["studies"] if s["skipped_reason"])
+        log.info("%d SRs written (notices included), %d studies without findings, %d files not DICOM",
+                 written, skipped, len(unreadable))

@@ -1,11 +1,16 @@
 """One study in, one DICOM SR (or a logged reason for none) out: the deployment's core.
 
 ``StudyPipeline(config)`` loads the model once — from a trained MONAI bundle
-(``configs/inference.yaml`` → ``network_def``, weights ``models/model.pt``) or, without
-``bundle_root``, an untrained ``small`` network for wiring tests only (with a loud warning) —
-and encodes the prompts once. ``process(paths)`` then reads the study's headers, selects a
-frontal chest radiograph, converts it to display grayscale, preprocesses it exactly as in
-evaluation, scores the configured findings with zero-shot PNC and builds the SR.
+(``configs/inference.yaml`` → ``network_def``, weights ``models/model.pt``, calibrated
+thresholds ``models/thresholds.json``) or, without ``bundle_root``, an untrained ``small``
+network for wiring tests only (with a loud warning) — and encodes the prompts once.
+``process(paths)`` then reads the study's headers, selects a frontal chest radiograph, converts
+it to display grayscale, preprocesses it exactly as in evaluation, scores the configured
+findings with zero-shot PNC and builds the SR (or, for a study it declines, a notice SR).
+
+Thresholds (see docs/deploy_app.md): a site threshold in ``deploy.site_thresholds`` wins; else
+the bundle's calibrated threshold (:mod:`monai_vecl.thresholds`); a finding with neither is
+reported by its score with no present/absent call. The SR names each threshold's source.
 Both the MONAI Deploy app (``deploy/app.py``) and the DICOM gateway call it.
 """
 
@@ -33,8 +38,16 @@ from monai_vecl.data.preprocess import preprocess_gray
 from monai_vecl.deploy.config_file import read_config
 from monai_vecl.deploy.dicom_image import NO_VOI_MODES, DicomImageError, dicom_to_gray01
 from monai_vecl.deploy.selection import SelectionConfig, select_frontal_chest
-from monai_vecl.deploy.sr import AlgorithmInfo, FindingScore, SRConfig, build_findings_sr, finding_concept
+from monai_vecl.deploy.sr import (
+    AlgorithmInfo,
+    FindingScore,
+    SRConfig,
+    build_findings_sr,
+    build_notice_sr,
+    finding_concept,
+)
 from monai_vecl.evaluation.zero_shot import MODES, ZeroShotClassifier
+from monai_vecl.thresholds import ThresholdTable, load_thresholds
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +60,8 @@ _KEYS = {
     "score_mode",
     "prompts",
     "findings",
-    "default_threshold",
+    "thresholds_file",
+    "site_thresholds",
     "no_voi",
     "selection",
     "sr",
@@ -64,8 +78,9 @@ class PipelineConfig:
     score_mode: str = "pnc"
     pos_template: str = "There is {}"
     neg_template: str = "There is no {}"
-    findings: dict[str, float] = field(default_factory=dict)
-    default_threshold: float = 0.5
+    findings: tuple[str, ...] = ()
+    thresholds_file: str | None = "models/thresholds.json"
+    site_thresholds: dict[str, float] = field(default_factory=dict)
     no_voi: str = "bit_depth"
     selection: SelectionConfig = field(default_factory=SelectionConfig)
     sr: SRConfig = field(default_factory=SRConfig)
@@ -75,10 +90,10 @@ class PipelineConfig:
             raise ValueError(f"deploy.score_mode must be one of {MODES}, got {self.score_mode!r}")
         if self.no_voi not in NO_VOI_MODES:
             raise ValueError(f"deploy.no_voi must be one of {NO_VOI_MODES}, got {self.no_voi!r}")
-        for name, threshold in {**self.findings, "default_threshold": self.default_threshold}.items():
+        for name, threshold in self.site_thresholds.items():
             if not 0.0 <= float(threshold) <= 1.0:
-                raise ValueError(f"deploy.findings: threshold for {name!r} must be in [0, 1], got {threshold!r}")
-        for name in self.findings:
+                raise ValueError(f"deploy.site_thresholds: {name!r} must be in [0, 1], got {threshold!r}")
+        for name in (*self.findings, *self.site_thresholds):
             finding_concept(name)  # unknown names fail here, at start-up, not on the first study
 
     @classmethod
@@ -89,10 +104,17 @@ class PipelineConfig:
         if unknown:
             raise ValueError(f"unknown keys in deploy config: {sorted(unknown)} (known: {sorted(_KEYS)})")
         prompts = dict(data.get("prompts") or {})
-        findings = data.get("findings") or {}
-        if not isinstance(findings, Mapping):
-            raise TypeError("deploy.findings must map each class name to its threshold")
+        findings = data.get("findings") or ()
+        if isinstance(findings, (str, Mapping)) or not isinstance(findings, Sequence):
+            raise TypeError(
+                "deploy.findings must be a list of class names (thresholds: the bundle's thresholds.json, "
+                "per-site overrides in deploy.site_thresholds)"
+            )
+        site = data.get("site_thresholds") or {}
+        if not isinstance(site, Mapping):
+            raise TypeError("deploy.site_thresholds must map class names to thresholds")
         bundle_root = data.get("bundle_root")
+        thresholds_file = data.get("thresholds_file", cls.thresholds_file)
         return cls(
             bundle_root=None if bundle_root is None else (Path(base_dir) / bundle_root).resolve(),
             model_file=str(data.get("model_file", cls.model_file)),
@@ -100,8 +122,9 @@ class PipelineConfig:
             score_mode=str(data.get("score_mode", cls.score_mode)),
             pos_template=str(prompts.get("positive", cls.pos_template)),
             neg_template=str(prompts.get("negative", cls.neg_template)),
-            findings={str(k): float(v) for k, v in findings.items()},
-            default_threshold=float(data.get("default_threshold", cls.default_threshold)),
+            findings=tuple(str(name) for name in findings),
+            thresholds_file=None if thresholds_file is None else str(thresholds_file),
+            site_thresholds={str(k): float(v) for k, v in site.items()},
             no_voi=str(data.get("no_voi", cls.no_voi)),
             selection=SelectionConfig.from_mapping(data.get("selection")),
             sr=SRConfig.from_mapping(data.get("sr")),
@@ -122,25 +145,93 @@ class PipelineConfig:
 
 @dataclass
 class StudyResult:
-    """What one study gave: an SR, or ``sr=None`` with ``skipped_reason``; ``rejected`` names every unused file."""
+    """What one study gave: a findings SR; or, with ``skipped_reason``, a notice SR or ``sr=None``.
+
+    ``rejected`` names every unused file; ``source_uid`` is the scored image's SOP Instance UID.
+    """
 
     sr: Dataset | None
     skipped_reason: str | None = None
     scores: dict[str, float] = field(default_factory=dict)
     findings: list[FindingScore] = field(default_factory=list)
     source_path: Path | None = None
+    source_uid: str | None = None
     rejected: dict[str, str] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
 
+    @property
+    def report_key(self) -> str:
+        """Digest of what the report says (scored image, scores as written, thresholds, calls, or the skip reason).
 
-def resolve_findings(config: PipelineConfig, bundle: Mapping[str, Any]) -> dict[str, float]:
-    """Class name → threshold: ``deploy.findings``, else the bundle's ``class_names`` at ``default_threshold``."""
-    findings = config.findings or {name: config.default_threshold for name in bundle.get("class_names", ())}
+        Two results with the same key make the same report: the gateway sends no new SR for it.
+        """
+        parts = [self.source_uid or "", self.skipped_reason or ""]
+        parts += [f"{f.name}:{100.0 * f.score:.4f}:{f.threshold}:{f.present}" for f in self.findings]
+        return hashlib.sha256("|".join(parts).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """The threshold a finding is called at (None: no call) and where it came from."""
+
+    value: float | None
+    source: str
+
+
+def resolve_findings(config: PipelineConfig, bundle: Mapping[str, Any]) -> list[str]:
+    """Class names to score: ``deploy.findings``, else the bundle's ``class_names``."""
+    findings = list(config.findings or bundle.get("class_names", ()))
     if not findings:
         raise ValueError("no findings to score: set deploy.findings (or class_names in the bundle's inference.yaml)")
     for name in findings:
         finding_concept(name)
-    return dict(findings)
+    unscored = set(config.site_thresholds) - set(findings)
+    if unscored:
+        raise ValueError(f"deploy.site_thresholds names findings that are not scored: {sorted(unscored)}")
+    return findings
+
+
+def load_calibration(config: PipelineConfig, model_sha256: str | None) -> ThresholdTable | None:
+    """The bundle's calibrated thresholds, checked against the model and score mode; None when there are none.
+
+    Thresholds calibrated for other weights or another score mode would be silently wrong, so
+    either mismatch stops the start-up.
+    """
+    if config.bundle_root is None or config.thresholds_file is None:
+        return None
+    path = config.bundle_root / config.thresholds_file
+    if not path.is_file():
+        log.warning("no calibrated thresholds at %s: findings without a site threshold get no present/absent call",
+                    path)
+        return None
+    table = load_thresholds(path)
+    if table.score_mode != config.score_mode:
+        raise ValueError(f"{path}: calibrated for score_mode {table.score_mode!r}, deploy uses {config.score_mode!r}")
+    if table.model_sha256 and model_sha256 and table.model_sha256 != model_sha256:
+        raise ValueError(
+            f"{path}: calibrated for model sha256 {table.model_sha256[:16]}, bundle model is {model_sha256[:16]}: "
+            "re-run the evaluation that writes the thresholds for these weights"
+        )
+    return table
+
+
+def resolve_thresholds(findings: Sequence[str], table: ThresholdTable | None,
+                       site: Mapping[str, float]) -> dict[str, Threshold]:
+    """Per finding: the site threshold (wins), else the calibrated one, else none (score only)."""
+    calibrated = f"calibrated: {table.rule} on {table.split} split" if table else ""
+    if table and table.model_sha256:
+        calibrated += f", model_sha256={table.model_sha256[:16]}"
+    chosen = {}
+    for name in findings:
+        value = table.threshold(name) if table else None
+        if name in site:
+            note = f" over calibrated {value:g}" if value is not None else ""
+            chosen[name] = Threshold(site[name], f"site override (deploy.site_thresholds){note}")
+        elif value is not None:
+            chosen[name] = Threshold(value, calibrated)
+        else:
+            chosen[name] = Threshold(None, "none calibrated: score only")
+    return chosen
 
 
 def resolve_device(name: str) -> torch.device:
@@ -202,7 +293,12 @@ class StudyPipeline:
             self.model, bundle = load_bundle_model(self.config.bundle_root, self.config.model_file, self.device)
             fingerprint = _sha256(self.config.bundle_root / self.config.model_file)
             version = f"bundle {bundle.get('version') or _bundle_version(self.config.bundle_root)}"
-        findings = self.thresholds = resolve_findings(self.config, bundle)
+        findings = resolve_findings(self.config, bundle)
+        self.calibration = load_calibration(self.config, None if self.config.bundle_root is None else fingerprint)
+        self.thresholds = resolve_thresholds(findings, self.calibration, self.config.site_thresholds)
+        for name, chosen in self.thresholds.items():
+            log.info("threshold %s: %s (%s)", name, "none" if chosen.value is None else f"{chosen.value:g}",
+                     chosen.source)
         self.fingerprint = fingerprint
         self.classifier = ZeroShotClassifier(
             self.model, list(findings), pos_template=self.config.pos_template, neg_template=self.config.neg_template
@@ -216,6 +312,8 @@ class StudyPipeline:
                 f"positive_prompt={self.config.pos_template}",
                 f"negative_prompt={self.config.neg_template}",
                 f"model_sha256={fingerprint[:16]}",
+                "thresholds="
+                + (self.calibration.describe() if self.calibration else "no calibrated thresholds file"),
             ),
         )
         self._lock = threading.Lock()
@@ -247,7 +345,10 @@ class StudyPipeline:
         image = preprocess_gray(gray01, self.model.image_size, self.model.load_size)[None]
         with self._lock:
             scores = self.classifier.scores(image, mode=self.config.score_mode)[0]
-        return [FindingScore(name, float(s), self.thresholds[name]) for name, s in zip(self.thresholds, scores)]
+        return [
+            FindingScore(name, float(s), chosen.value, chosen.source)
+            for (name, chosen), s in zip(self.thresholds.items(), scores)
+        ]
 
     def process(self, paths: Sequence[str | os.PathLike]) -> StudyResult:
         """Score one study (all paths share a StudyInstanceUID); never raises for bad instances, it reports them."""
@@ -274,14 +375,19 @@ class StudyPipeline:
                 reason = f"no readable DICOM instance among {len(paths)} files"
             else:
                 reason = selection.reason or "no frontal chest image with usable pixel data"
-            log.info("no SR: %s (%d files, %d rejected)", reason, len(paths), len(rejected))
-            return StudyResult(sr=None, skipped_reason=reason, rejected=rejected, timings=timings)
+            notice = None
+            if self.config.sr.notice_for_skipped and headers:
+                notice = build_notice_sr(headers, reason, self.algorithm, self.config.sr, fingerprint=self.fingerprint)
+            log.info("no findings: %s (%d files, %d rejected; notice SR: %s)", reason, len(paths), len(rejected),
+                     "yes" if notice is not None else "no")
+            return StudyResult(sr=notice, skipped_reason=reason, rejected=rejected, timings=timings)
         mark = time.perf_counter()
         findings = self.score(gray)
         timings["score"] = time.perf_counter() - mark
         mark = time.perf_counter()
         del source.PixelData  # the SR copies header attributes only; do not keep megabytes alive
-        sr = build_findings_sr(source, findings, self.algorithm, self.config.sr, fingerprint=self.fingerprint)
+        sr = build_findings_sr(source, findings, self.algorithm, self.config.sr, fingerprint=self.fingerprint,
+                               evaluated=headers)
         timings["sr"] = time.perf_counter() - mark
         timings["total"] = time.perf_counter() - started
         present = [f.name for f in findings if f.present]
@@ -297,6 +403,7 @@ class StudyPipeline:
             scores={f.name: f.score for f in findings},
             findings=findings,
             source_path=source_path,
+            source_uid=str(source.SOPInstanceUID),
             rejected=rejected,
             timings=timings,
         )
