@@ -131,7 +131,7 @@ def _frozen(network: nn.Module) -> Iterator[None]:
 def gradcam_maps(
     network: nn.Module, image_tokens: torch.Tensor, score_fn: ScoreFn, n_scores: int, method: str = "gradcam"
 ) -> torch.Tensor:
-    """Grad-CAM (or Grad-CAM++) of each of the ``n_scores`` columns of ``score_fn`` on the image tokens → [N, C, h, w]."""
+    """Grad-CAM (or Grad-CAM++) of each of the ``n_scores`` columns of ``score_fn`` on the image tokens: [N, C, h, w]."""
     from monai.visualize import GradCAM, GradCAMpp
 
     grid = token_grid(network, image_tokens.shape[1] - 1)
@@ -206,10 +206,14 @@ class Grounder:
     def n_prompts(self) -> int:
         return self.queries.shape[0]
 
-    def maps(self, images: torch.Tensor) -> torch.Tensor:
-        """Maps [N, C, S, S] in [0, 1] (CPU float) for preprocessed images [N, 3, S, S]."""
+    def maps(self, images: torch.Tensor, prompts: Sequence[int] | None = None) -> torch.Tensor:
+        """Maps [N, C, S, S] in [0, 1] (CPU float) for preprocessed images [N, 3, S, S].
+
+        ``prompts``: indices of the prompts to map (default all), e.g. only the findings called present.
+        """
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"images must be [N, 3, S, S], got {tuple(images.shape)}")
+        chosen = list(range(self.n_prompts)) if prompts is None else list(prompts)
         param = next(self.network.parameters())
         was_training = self.network.training
         self.network.eval()
@@ -217,9 +221,12 @@ class Grounder:
             with torch.no_grad():
                 tokens = self.network.encode_images(images.to(param.device))
                 if self.config.method == "attention":
-                    coarse = attention_maps(self.network, tokens, self.queries.to(param.device), self.config.layers)
+                    queries = self.queries[chosen].to(param.device)
+                    coarse = attention_maps(self.network, tokens, queries, self.config.layers)
             if self.config.method != "attention":
-                coarse = gradcam_maps(self.network, tokens, self.score_fn, self.n_prompts, self.config.method)
+                score_fn = self.score_fn
+                coarse = gradcam_maps(self.network, tokens, lambda t: score_fn(t)[:, chosen], len(chosen),
+                                      self.config.method)
         finally:
             self.network.train(was_training)
         fine = F.interpolate(coarse, size=images.shape[-2:], mode="bilinear", align_corners=False)

@@ -100,6 +100,8 @@ class SRWriterOperator(Operator):
             }
             if result.sr is not None:
                 entry["sr_file"] = save_sr(result.sr, self.output_folder).name
+            # the grounding SEG (findings called present) goes next to the SR
+            entry["seg_file"] = None if result.seg is None else save_sr(result.seg, self.output_folder).name
             summary["studies"].append(entry)
         tmp = self.output_folder / (self.SUMMARY + ".tmp")
         tmp.write_text(json.dumps(summary, indent=2))

@@ -37,6 +37,7 @@ from pydicom.errors import InvalidDicomError
 from monai_vecl.data.preprocess import preprocess_gray
 from monai_vecl.deploy.config_file import read_config
 from monai_vecl.deploy.dicom_image import NO_VOI_MODES, DicomImageError, dicom_to_gray01
+from monai_vecl.deploy.seg import SEGConfig, build_grounding_seg
 from monai_vecl.deploy.selection import SelectionConfig, select_frontal_chest
 from monai_vecl.deploy.sr import (
     AlgorithmInfo,
@@ -46,7 +47,9 @@ from monai_vecl.deploy.sr import (
     build_notice_sr,
     finding_concept,
 )
+from monai_vecl.evaluation.grounding import make_grounder
 from monai_vecl.evaluation.zero_shot import MODES, ZeroShotClassifier
+from monai_vecl.grounding import GroundingConfig, to_source_frame
 from monai_vecl.thresholds import ThresholdTable, load_thresholds
 
 log = logging.getLogger(__name__)
@@ -65,6 +68,7 @@ _KEYS = {
     "no_voi",
     "selection",
     "sr",
+    "grounding",
 }
 
 
@@ -84,6 +88,8 @@ class PipelineConfig:
     no_voi: str = "bit_depth"
     selection: SelectionConfig = field(default_factory=SelectionConfig)
     sr: SRConfig = field(default_factory=SRConfig)
+    grounding: GroundingConfig = field(default_factory=GroundingConfig)
+    seg: SEGConfig = field(default_factory=SEGConfig)
 
     def __post_init__(self) -> None:
         if self.score_mode not in MODES:
@@ -128,6 +134,7 @@ class PipelineConfig:
             no_voi=str(data.get("no_voi", cls.no_voi)),
             selection=SelectionConfig.from_mapping(data.get("selection")),
             sr=SRConfig.from_mapping(data.get("sr")),
+            **_grounding_settings(data.get("grounding")),
         )
 
     @classmethod
@@ -152,6 +159,7 @@ class StudyResult:
 
     sr: Dataset | None
     skipped_reason: str | None = None
+    seg: Dataset | None = None  # grounding maps of the findings called present (docs/deploy.md)
     scores: dict[str, float] = field(default_factory=dict)
     findings: list[FindingScore] = field(default_factory=list)
     source_path: Path | None = None
@@ -304,6 +312,8 @@ class StudyPipeline:
             self.model, list(findings), pos_template=self.config.pos_template, neg_template=self.config.neg_template
         )
         self.classifier.prompt_features()
+        grounding = self.config.grounding
+        self.grounder = make_grounder(self.classifier, grounding, self.config.score_mode) if grounding.enabled else None
         self.algorithm = AlgorithmInfo(
             name=ALGORITHM_NAME,
             version=f"monai-vecl {_package_version()}, {version}",
@@ -350,6 +360,18 @@ class StudyPipeline:
             for (name, chosen), s in zip(self.thresholds.items(), scores)
         ]
 
+    def ground(self, source: Dataset, gray01: Any, findings: Sequence[FindingScore]) -> Dataset | None:
+        """SEG of the grounding maps of the findings called present; None if grounding is off or none is present."""
+        present = [i for i, f in enumerate(findings) if f.present]
+        if self.grounder is None or not present:
+            return None
+        image = preprocess_gray(gray01, self.model.image_size, self.model.load_size)[None]
+        with self._lock:
+            maps = self.grounder.maps(image, present)[0]
+        maps = to_source_frame(maps, gray01.shape, self.model.load_size).numpy()
+        return build_grounding_seg(source, {findings[i].name: m for i, m in zip(present, maps)}, self.algorithm,
+                                   self.config.seg, self.fingerprint, self.config.grounding.method)
+
     def process(self, paths: Sequence[str | os.PathLike]) -> StudyResult:
         """Score one study (all paths share a StudyInstanceUID); never raises for bad instances, it reports them."""
         timings: dict[str, float] = {}
@@ -389,6 +411,9 @@ class StudyPipeline:
         sr = build_findings_sr(source, findings, self.algorithm, self.config.sr, fingerprint=self.fingerprint,
                                evaluated=headers)
         timings["sr"] = time.perf_counter() - mark
+        mark = time.perf_counter()
+        seg = self.ground(source, gray, findings)
+        timings["seg"] = time.perf_counter() - mark
         timings["total"] = time.perf_counter() - started
         present = [f.name for f in findings if f.present]
         log.info(
@@ -400,6 +425,7 @@ class StudyPipeline:
         )
         return StudyResult(
             sr=sr,
+            seg=seg,
             scores={f.name: f.score for f in findings},
             findings=findings,
             source_path=source_path,
@@ -407,6 +433,13 @@ class StudyPipeline:
             rejected=rejected,
             timings=timings,
         )
+
+
+def _grounding_settings(data: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``deploy.grounding`` (enabled, method, layers; ``seg:`` the SEG options) → PipelineConfig fields."""
+    data = dict(data or {})
+    seg = SEGConfig.from_mapping(data.pop("seg", None))
+    return {"grounding": GroundingConfig.from_mapping(data), "seg": seg}
 
 
 def _package_version() -> str:

@@ -233,13 +233,18 @@ def build_findings_sr(
         imaging_measurements=[_finding_group(source, f, algorithm, sop_uid) for f in findings],
     )
     sr = _document(source, images, report, sop_uid, algorithm, config, config.series_description)
-    if any(finding_concept(f.name).scheme_designator == PRIVATE_SCHEME for f in findings):
+    declare_private_scheme(sr, [f.name for f in findings])
+    return sr
+
+
+def declare_private_scheme(ds: Dataset, names: Sequence[str]) -> None:
+    """Declare :data:`PRIVATE_SCHEME` in ``ds`` (Coding Scheme Identification Sequence) if one of ``names`` uses it."""
+    if any(finding_concept(n).scheme_designator == PRIVATE_SCHEME for n in names):
         scheme = Dataset()
         scheme.CodingSchemeDesignator = PRIVATE_SCHEME
         scheme.CodingSchemeName = PRIVATE_SCHEME_NAME
         scheme.CodingSchemeResponsibleOrganization = "monai-vecl project"
-        sr.CodingSchemeIdentificationSequence = [scheme]
-    return sr
+        ds.CodingSchemeIdentificationSequence = [scheme]
 
 
 def build_notice_sr(

@@ -190,7 +190,8 @@ def summarize(
 def _weights(pairs: PairSet, n_images: int, n_bootstrap: int, seed: int) -> np.ndarray:
     """[B, P]: how often each pair's image is drawn in each bootstrap replicate (images resampled)."""
     rng = np.random.default_rng(seed)
-    counts = np.stack([np.bincount(rng.integers(0, n_images, n_images), minlength=n_images) for _ in range(n_bootstrap)])
+    draws = (rng.integers(0, n_images, n_images) for _ in range(n_bootstrap))
+    counts = np.stack([np.bincount(d, minlength=n_images) for d in draws])
     return counts[:, np.asarray(pairs.image, int)].astype(float)
 
 

@@ -1,0 +1,108 @@
+"""DICOM Segmentation of the grounding maps (highdicom): where the model found each reported finding.
+
+One fractional segment per finding reported present, at the source image's resolution, with the
+source image referenced (Derivation Image / Source Image sequences), so a viewer lays it over that
+image. Segment property type = the finding code of the SR (:func:`monai_vecl.deploy.sr.finding_concept`),
+category "Morphologically abnormal structure", algorithm identification as in the SR. Segment
+values are the grounding map scaled to [0, 1] per finding: a relative map of where the model
+looks, not a calibrated probability (docs/deploy.md says how to read it). Patient and study
+attributes come from the source, so the SEG files into the original study; its UIDs are
+deterministic in source image, model and settings, so a re-run reproduces the same SEG.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import highdicom as hd
+import numpy as np
+from pydicom.sr.codedict import codes
+from pydicom.uid import generate_uid
+
+from monai_vecl.deploy.sr import AlgorithmInfo, declare_private_scheme, finding_concept
+
+CATEGORY = codes.SCT.MorphologicallyAbnormalStructure
+
+
+@dataclass(frozen=True)
+class SEGConfig:
+    """SEG options (the ``deploy.grounding.seg`` section of ``deploy/config.yaml``)."""
+
+    series_number: int = 9902
+    series_description: str = "VECL grounding maps (AI, unverified)"
+    manufacturer: str = "monai-vecl"
+    device_name: str = "VECL zero-shot CXR"
+    max_fractional_value: int = 255
+
+    @classmethod
+    def from_mapping(cls, data: Mapping | None) -> SEGConfig:
+        data = dict(data or {})
+        unknown = set(data) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown keys in deploy.grounding.seg: {sorted(unknown)}")
+        return cls(**data)
+
+
+def build_grounding_seg(
+    source: Dataset,
+    maps: Mapping[str, np.ndarray],
+    algorithm: AlgorithmInfo,
+    config: SEGConfig = SEGConfig(),
+    fingerprint: str = "",
+    method: str = "attention",
+) -> hd.seg.Segmentation:
+    """A fractional SEG over ``source``: one segment per entry of ``maps`` (finding name → [Rows, Columns] in [0, 1])."""
+    if not maps:
+        raise ValueError("no grounding maps to write")
+    shape = (int(source.Rows), int(source.Columns))
+    names: Sequence[str] = list(maps)
+    for name in names:
+        if maps[name].shape != shape:
+            raise ValueError(f"map of {name!r} is {maps[name].shape}, the source image is {shape}")
+    pixels = np.stack([np.clip(np.asarray(maps[n], np.float32), 0, 1) for n in names], axis=-1)[None]
+    algorithm_id = hd.AlgorithmIdentificationSequence(
+        name=algorithm.name,
+        family=codes.cid7162.ArtificialIntelligence,
+        version=algorithm.version,
+        parameters={"grounding_method": method, **dict(p.split("=", 1) for p in algorithm.parameters if "=" in p)},
+    )
+    segments = [
+        hd.seg.SegmentDescription(
+            segment_number=i + 1,
+            segment_label=name[:64],
+            segmented_property_category=CATEGORY,
+            segmented_property_type=finding_concept(name),
+            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+            algorithm_identification=algorithm_id,
+        )
+        for i, name in enumerate(names)
+    ]
+    key = ["seg", source.SOPInstanceUID, algorithm.name, algorithm.version, fingerprint, method, *names]
+    series_key = ["seg-series", source.StudyInstanceUID, config.series_number]
+    seg = hd.seg.Segmentation(
+        source_images=[source],
+        pixel_array=pixels,
+        segmentation_type=hd.seg.SegmentationTypeValues.FRACTIONAL,
+        segment_descriptions=segments,
+        series_instance_uid=generate_uid(entropy_srcs=[str(k) for k in series_key]),
+        series_number=config.series_number,
+        sop_instance_uid=generate_uid(entropy_srcs=[str(k) for k in key]),
+        instance_number=1,
+        manufacturer=config.manufacturer,
+        manufacturer_model_name=config.device_name,
+        software_versions=algorithm.version[:64],
+        device_serial_number=algorithm.name[:64],
+        fractional_type=hd.seg.SegmentationFractionalTypeValues.PROBABILITY,
+        max_fractional_value=config.max_fractional_value,
+        series_description=config.series_description,
+    )
+    # Projection radiographs often lack a usable spacing (e.g. CR with 0\0): write none rather than an invalid one.
+    measures = seg.SharedFunctionalGroupsSequence[0].get("PixelMeasuresSequence")
+    if measures and not all(float(v) > 0 for v in measures[0].get("PixelSpacing", [0])):
+        del seg.SharedFunctionalGroupsSequence[0].PixelMeasuresSequence
+    if "FrameOfReferenceUID" not in seg:
+        # General Image module: Patient Orientation is required (may be empty) without a frame of reference.
+        seg.PatientOrientation = source.get("PatientOrientation", "")
+    declare_private_scheme(seg, names)
+    return seg
