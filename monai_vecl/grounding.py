@@ -137,9 +137,15 @@ def gradcam_maps(
     grid = token_grid(network, image_tokens.shape[1] - 1)
     cam_class = GradCAMpp if method == "gradcampp" else GradCAM
     cam = cam_class(_TokenScore(score_fn, grid), target_layers="token_grid")
-    tokens = image_tokens.detach().requires_grad_(True)
+    # MONAI's GradCAMpp multiplies the score [N] into the gradients [N, d, h, w] by broadcasting along the
+    # last axis, which is only right for N = 1: it gets one image at a time.
+    batches = image_tokens.split(1) if method == "gradcampp" else (image_tokens,)
+    maps = []
     with _frozen(network), torch.enable_grad():
-        return torch.cat([cam.compute_map(tokens, class_idx=c) for c in range(n_scores)], dim=1).detach().float()
+        for batch in batches:
+            tokens = batch.detach().requires_grad_(True)
+            maps.append(torch.cat([cam.compute_map(tokens, class_idx=c) for c in range(n_scores)], dim=1))
+    return torch.cat(maps).detach().float()
 
 
 def normalize_maps(maps: torch.Tensor) -> torch.Tensor:

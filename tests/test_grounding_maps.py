@@ -103,3 +103,12 @@ def test_source_frame_inverts_the_preprocessing_geometry(shape):
     back = to_source_frame(model_frame[None], shape, 72)[0].numpy() > 0.5
     inter, union = (back & (mask > 0)).sum(), (back | (mask > 0)).sum()
     assert back.shape == shape and inter / union > 0.85
+
+
+def test_gradcampp_batch_gives_the_per_image_maps(model, classifier):
+    """Batching must not mix images (MONAI's GradCAMpp broadcasts the score wrongly for N > 1)."""
+    images = torch.randn(3, 3, 64, 64)
+    grounder = make_grounder(classifier, GroundingConfig(method="gradcampp"))
+    together = grounder.maps(images)
+    one_by_one = torch.cat([grounder.maps(images[i : i + 1]) for i in range(3)])
+    torch.testing.assert_close(together, one_by_one, atol=1e-5, rtol=1e-4)
