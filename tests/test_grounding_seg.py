@@ -82,7 +82,7 @@ def _config(**grounding):
 def study(tmp_path_factory):
     rng = np.random.default_rng(0)
     path = tmp_path_factory.mktemp("study") / "dx.dcm"
-    return [make_dx(path, (rng.random((96, 80)) * 4095).astype(np.uint16), bits_stored=12)]
+    return [make_dx(path, (rng.random((96, 80)) * 4095).astype(np.uint16), bits_stored=12, PixelSpacing=[0.5, 0.5])]
 
 
 def test_pipeline_writes_a_seg_for_present_findings_only_and_can_turn_it_off(study, tmp_path):
@@ -98,6 +98,7 @@ def test_pipeline_writes_a_seg_for_present_findings_only_and_can_turn_it_off(stu
     assert seg.StudyInstanceUID == result.sr.StudyInstanceUID
     seg.save_as(tmp_path / "seg.dcm")
     assert dciodvfy_errors(tmp_path / "seg.dcm") == []
+    assert hd.seg.segread(tmp_path / "seg.dcm").number_of_segments == 1  # readable as a SEG again
     assert on.process(study).seg.SOPInstanceUID == seg.SOPInstanceUID  # a re-run makes the same object
     with pytest.warns(UserWarning, match="UNTRAINED"):
         off = StudyPipeline(_config(enabled=False))

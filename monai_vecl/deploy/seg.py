@@ -97,12 +97,13 @@ def build_grounding_seg(
         max_fractional_value=config.max_fractional_value,
         series_description=config.series_description,
     )
-    # Projection radiographs often lack a usable spacing (e.g. CR with 0\0): write none rather than an invalid one.
-    measures = seg.SharedFunctionalGroupsSequence[0].get("PixelMeasuresSequence")
-    if measures and not all(float(v) > 0 for v in measures[0].get("PixelSpacing", [0])):
-        del seg.SharedFunctionalGroupsSequence[0].PixelMeasuresSequence
     if "FrameOfReferenceUID" not in seg:
-        # General Image module: Patient Orientation is required (may be empty) without a frame of reference.
+        # A projection radiograph: the SEG lies pixel for pixel on its source image. A copied spacing is
+        # often invalid (CR with 0\0) and, lacking the slice thickness a 2-D image has not, makes readers
+        # (highdicom's own) refuse the file, so none is written. Patient Orientation is then required.
+        shared = seg.SharedFunctionalGroupsSequence[0]
+        if "PixelMeasuresSequence" in shared:
+            del shared.PixelMeasuresSequence
         seg.PatientOrientation = source.get("PatientOrientation", "")
     declare_private_scheme(seg, names)
     return seg
