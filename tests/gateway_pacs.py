@@ -242,7 +242,7 @@ def gateway_yaml(path: Path, *, port: int, dest_port: int, spool: Path, quiet: f
         "ae_title": "VECL", "host": "127.0.0.1", "port": port, "quiet_seconds": quiet, "poll_seconds": 0.1,
         "spool_dir": str(spool), "destination": {"ae_title": "ORTHANC", "host": "127.0.0.1", "port": dest_port},
         "peers": peers or [{"ae_title": "ORTHANC", "hosts": ["127.0.0.1"]}, {"ae_title": "STORESCU"}],
-        "backoff_seconds": 0.2, "backoff_max_seconds": 1.0, "max_attempts": 50,
+        "backoff_seconds": 0.2, "backoff_max_seconds": 1.0, "monitoring_port": 0,
         **extra,
     }
     path.write_text(yaml.safe_dump({"gateway": section, **tiny_pipeline_config()}))

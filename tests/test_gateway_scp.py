@@ -1,12 +1,18 @@
-"""The gateway's Storage SCP in-process: DIMSE statuses for bad input, AE/host allowlist, C-ECHO,
-durable spooling and idempotent re-sends. Senders are pynetdicom and DCMTK; no study is processed
-here (long quiet period), so no model is loaded."""
+"""The gateway's Storage SCP in-process: DIMSE statuses for bad input, AE/host allowlist and logged
+rejections, association slots of vanished peers, C-ECHO, durable spooling and idempotent re-sends,
+PACS answers to SR delivery, metrics/health, library warnings. Senders are pynetdicom and DCMTK; no
+model is loaded (stand-in apps that raise or decline)."""
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import shutil
+import signal
 import subprocess
+import urllib.error
+import urllib.request
 from io import BytesIO
 from pathlib import Path
 from types import SimpleNamespace
@@ -25,6 +31,8 @@ from gateway_pacs import (
     write_study,
 )
 from pydicom.encaps import encapsulate, generate_fragments
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_dataset
 from pydicom.uid import generate_uid
 from pynetdicom import AE, evt
 from pynetdicom.sop_class import MRImageStorage, Verification
@@ -55,7 +63,7 @@ def gateway(tmp_path: Path):
     config = GatewayConfig(
         destination=Destination("ORTHANC", "127.0.0.1", free_port()),
         peers=(Peer("ORTHANC", ("127.0.0.1",)), Peer("STORESCU"), Peer("FARAWAY", ("10.9.8.7",))),
-        spool_dir=tmp_path / "spool", port=0, quiet_seconds=3600, poll_seconds=0.1,
+        spool_dir=tmp_path / "spool", port=0, monitoring_port=0, quiet_seconds=3600, poll_seconds=0.1,
     )
     service = GatewayService(config, pipeline=NeverCalled())
     service.start()
@@ -193,7 +201,7 @@ def test_tls_admits_only_tls_peers_and_delivers_over_tls(tmp_path: Path) -> None
                                     evt_handlers=[(evt.EVT_C_STORE, on_store)])
     config = GatewayConfig(
         destination=Destination("PACS", "127.0.0.1", pacs_server.server_address[1]), peers=(Peer("ORTHANC"),),
-        spool_dir=tmp_path / "spool", port=0, quiet_seconds=3600, tls=tls,
+        spool_dir=tmp_path / "spool", port=0, monitoring_port=0, quiet_seconds=3600, tls=tls,
     )
     service = GatewayService(config, pipeline=NeverCalled())
     service.start()
@@ -219,7 +227,7 @@ def test_tls_admits_only_tls_peers_and_delivers_over_tls(tmp_path: Path) -> None
 def test_spooled_file_without_database_row_is_registered_at_start_up(tmp_path: Path) -> None:
     """A crash between the spool rename and the database commit leaves a complete file: keep it."""
     config = GatewayConfig(destination=Destination("PACS", "127.0.0.1", free_port()), peers=(Peer("ORTHANC"),),
-                           spool_dir=tmp_path / "spool", port=0, quiet_seconds=3600)
+                           spool_dir=tmp_path / "spool", port=0, monitoring_port=0, quiet_seconds=3600)
     ds = dx_instance(generate_uid(), 4)
     spool = Spool(config.spool_dir)
     buffer = BytesIO()
@@ -252,7 +260,7 @@ class FailsOnce:
 
 def test_app_failure_marks_the_study_and_processing_goes_on(tmp_path: Path) -> None:
     config = GatewayConfig(destination=Destination("PACS", "127.0.0.1", free_port()), peers=(Peer("ORTHANC"),),
-                           spool_dir=tmp_path / "spool", port=0, quiet_seconds=0.2, poll_seconds=0.05)
+                           spool_dir=tmp_path / "spool", port=0, monitoring_port=0, quiet_seconds=0.2, poll_seconds=0.05)
     service = GatewayService(config, pipeline=FailsOnce())
     service.start()
     try:
@@ -266,3 +274,148 @@ def test_app_failure_marks_the_study_and_processing_goes_on(tmp_path: Path) -> N
         assert all(t.is_alive() for t in service._threads)
     finally:
         service.stop()
+
+
+def _rejection_logs(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.getMessage().startswith("rejected association")]
+
+
+@pytest.mark.skipif(bool(missing_tools()), reason=f"needs {missing_tools()}")
+def test_every_rejected_association_is_logged_with_its_reason_and_counted(
+    gateway: GatewayService, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger="monai_vecl.deploy.gateway"):
+        echoscu(gateway.port, calling="STORESCU", called="SOMEONE_ELSE")
+        echoscu(gateway.port, calling="INTRUDER")
+    called, calling = _rejection_logs(caplog)
+    assert "called AE 'SOMEONE_ELSE' is not ours ('VECL')" in called and "'STORESCU'" in called
+    assert "not an allowed peer" in calling and "'INTRUDER'" in calling
+    metrics = urllib.request.urlopen(f"http://127.0.0.1:{gateway.monitor.address[1]}/metrics", timeout=10).read()
+    assert b'vecl_associations_rejected_total{reason="called_ae"} 1.0' in metrics
+    assert b'vecl_associations_rejected_total{reason="calling_ae"} 1.0' in metrics
+
+
+@pytest.mark.skipif(bool(missing_tools()), reason=f"needs {missing_tools()}")
+def test_association_limit_is_logged_and_a_silent_or_killed_sender_frees_its_slot(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = GatewayConfig(destination=Destination("PACS", "127.0.0.1", free_port()), peers=(Peer("STORESCU"),),
+                           spool_dir=tmp_path / "spool", port=0, monitoring_port=0, quiet_seconds=3600,
+                           max_associations=1, network_timeout=1.5)
+    service = GatewayService(config, pipeline=NeverCalled())
+    service.start()
+    (path,) = write_study(tmp_path / "one", 1, seed=12)
+    # storescu pushing the same small file many times: one long association from a real sender process.
+    cmd = ["storescu", "-aet", "STORESCU", "-aec", "VECL", "127.0.0.1", str(service.port), *[str(path)] * 20000]
+
+    def busy_sender() -> subprocess.Popen:
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_until(lambda: service._server.active_associations, 10, interval=0.02, what="sender associated")
+        return proc
+
+    try:
+        with caplog.at_level(logging.INFO, logger="monai_vecl.deploy.gateway"):
+            hung = busy_sender()
+            assert echoscu(service.port, calling="STORESCU").returncode != 0, "the only slot is taken"
+            assert "association limit (1) reached" in _rejection_logs(caplog)[0]
+            hung.send_signal(signal.SIGSTOP)  # a hung sender: the connection stays open, nothing arrives
+            wait_until(lambda: not service._server.active_associations, 10, what="slot freed after network_timeout")
+            assert echoscu(service.port, calling="STORESCU").returncode == 0, "the freed slot takes a new association"
+            hung.kill()
+            hung.wait()
+            killed = busy_sender()
+            killed.kill()  # a sender killed mid-association: its kernel closes the connection
+            killed.wait()
+            wait_until(lambda: not service._server.active_associations, 5, what="slot freed after the sender died")
+        messages = [r.getMessage() for r in caplog.records]
+        assert any("association dropped: peer silent for longer than network_timeout" in m for m in messages)
+        assert [r for r in caplog.records if r.levelno >= logging.ERROR] == [], "a lost peer is routine, not an ERROR"
+    finally:
+        service.stop()
+
+
+class ScriptedPACS:
+    """Fault injection (a stand-in, not a PACS): a Storage SCP answering every C-STORE with one status."""
+
+    def __init__(self, status: int) -> None:
+        self.status, self.calls = status, 0
+        ae = AE(ae_title="PACS")
+        ae.add_supported_context(DX_PRESENTATION)
+        self.server = ae.start_server(("127.0.0.1", 0), block=False, evt_handlers=[(evt.EVT_C_STORE, self._store)])
+        self.port = self.server.server_address[1]
+
+    def _store(self, event: evt.Event) -> int:
+        self.calls += 1
+        return self.status
+
+
+@pytest.mark.parametrize(("status", "stored"), [(0x0111, True), (0xB000, True), (0x0107, True), (0xA700, False),
+                                                (0xC000, False)])
+def test_duplicate_and_warning_answers_count_as_stored_failures_do_not(tmp_path: Path, status: int,
+                                                                       stored: bool) -> None:
+    pacs = ScriptedPACS(status)
+    try:
+        config = GatewayConfig(destination=Destination("PACS", "127.0.0.1", pacs.port), peers=(Peer("ORTHANC"),),
+                               spool_dir=tmp_path / "spool")
+        path = tmp_path / "sr.dcm"
+        dx_instance(generate_uid(), 3).save_as(path, enforce_file_format=True)
+        error = send_file(config, path)
+        assert pacs.calls == 1
+        assert (error is None) == stored, error
+        if not stored:
+            assert error == f"C-STORE status 0x{status:04X}"
+    finally:
+        pacs.server.shutdown()
+
+
+def test_metrics_and_health_report_outcomes_and_degrade_on_a_failed_study(tmp_path: Path) -> None:
+    config = GatewayConfig(destination=Destination("PACS", "127.0.0.1", free_port()), peers=(Peer("ORTHANC"),),
+                           spool_dir=tmp_path / "spool", port=0, monitoring_port=0, quiet_seconds=0.2,
+                           poll_seconds=0.05)
+    service = GatewayService(config, pipeline=FailsOnce())
+    service.start()
+    base = f"http://127.0.0.1:{service.monitor.address[1]}"
+    assert service.monitor.address[0] == "127.0.0.1", "loopback by default"
+    try:
+        health = json.loads(urllib.request.urlopen(f"{base}/health", timeout=10).read())
+        assert health["status"] == "ok" and health["counts"]["failed"] == 0
+        for seed in (1, 2):
+            ds = dx_instance(generate_uid(), seed)
+            assert _send(service.port, ds, ds.SOPClassUID).Status == 0x0000
+        wait_until(lambda: service.state.counts()["failed"] + service.state.counts()["skipped"] == 2, 30,
+                   what="both studies processed")
+        with pytest.raises(urllib.error.HTTPError) as degraded:
+            urllib.request.urlopen(f"{base}/health", timeout=10)
+        assert degraded.value.code == 503 and json.loads(degraded.value.read())["status"] == "degraded"
+        metrics = urllib.request.urlopen(f"{base}/metrics", timeout=10).read().decode()
+        for line in ("vecl_studies_received_total 2.0", "vecl_instances_received_total 2.0",
+                     "vecl_studies_failed_total 1.0", "vecl_studies_skipped_total 1.0",
+                     'vecl_studies{state="failed"} 1.0', 'vecl_studies{state="skipped"} 1.0',
+                     'vecl_studies_processed_total{outcome="no_report"} 1.0', "vecl_push_to_sr_seconds_count 0.0"):
+            assert line in metrics, line
+    finally:
+        service.stop()
+
+
+def test_library_warnings_become_one_line_without_their_messages(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = GatewayConfig(destination=Destination("PACS", "127.0.0.1", free_port()), peers=(Peer("ORTHANC"),),
+                           spool_dir=tmp_path / "spool", port=0, monitoring_port=0, quiet_seconds=3600)
+    ds = dx_instance(generate_uid(), 11)
+    ds.PatientName = "SECRET^NAME"
+    # A misbehaving sender: Explicit VR negotiated, the data set sent in Implicit VR (pydicom warns).
+    stream = DicomBytesIO()
+    stream.is_little_endian, stream.is_implicit_VR = True, True
+    write_dataset(stream, ds)
+    monkeypatch.setattr("pynetdicom.association.encode", lambda *args: stream.getvalue())
+    service = GatewayService(config, pipeline=NeverCalled())
+    service.start()  # in the test body: pytest's own warning capture is set per test phase
+    try:
+        with caplog.at_level(logging.WARNING):
+            _send(service.port, ds, ds.SOPClassUID)
+    finally:
+        service.stop()
+    (line,) = [r.getMessage() for r in caplog.records if "library warnings while decoding" in r.getMessage()]
+    assert line.startswith("instance from ORTHANC: ") and "pydicom" in line
+    assert "Expected explicit VR" not in caplog.text and "SECRET" not in caplog.text, "messages are withheld"

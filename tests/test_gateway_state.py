@@ -87,14 +87,46 @@ def test_recover_requeues_running_and_keeps_written_srs(store: StateStore, tmp_p
     store.close()
     reopened = StateStore(tmp_path / "state.sqlite")
     try:
-        assert reopened.recover(now=10.0) == 1
+        assert reopened.recover(30.0, now=10.0) == (1, 1)
         counts = reopened.counts()
         assert counts["queued"] == 1 and counts["sr_written"] == 1 and counts["received"] == 1
         assert [d.sr_uid for d in reopened.due_deliveries(now=10.0)] == ["sr-2"]
-        assert reopened.promote_quiet(1.0, now=10.5) == 0, "a study still arriving gets a fresh quiet period"
-        assert reopened.promote_quiet(1.0, now=11.0) == 1
+        assert reopened.promote_quiet(1.0, now=39.9) == 0, "a partial study waits the recovery grace period"
+        _receive(reopened, "S3", "I4", "d", now=20.0)  # the sender resends the rest after the restart
+        assert reopened.promote_quiet(1.0, now=39.9) == 0, "still within the grace period"
+        assert reopened.promote_quiet(1.0, now=40.0) == 1
+        assert len(reopened.claim_next(now=40.0).paths) == 1 and len(reopened.claim_next(now=40.0).paths) == 2
     finally:
         reopened.close()
+
+
+def test_a_reevaluation_with_the_same_report_sends_nothing(store: StateStore) -> None:
+    _receive(store, "S1", "I1", "a", now=0.0)
+    store.promote_quiet(1.0, now=5.0)
+    store.sr_written(store.claim_next(now=5.0), "sr-1", Path("/out/1.dcm"), report_key="k1", now=5.0)
+    store.delivered(store.due_deliveries(now=5.0)[0], now=6.0)
+    _receive(store, "S1", "I2", "b", now=10.0)  # a late instance (e.g. a lateral)
+    store.promote_quiet(1.0, now=12.0)
+    job = store.claim_next(now=12.0)
+    report = store.last_report("S1")
+    assert (report.sr_uid, report.report_key, report.delivered) == ("sr-1", "k1", True)
+    store.report_unchanged(job, report, now=13.0)
+    assert store.counts()["delivered"] == 1 and store.due_deliveries(now=100.0) == []
+    assert store.studies()[0].outcome == "unchanged after late instances"
+    _receive(store, "S1", "I3", "c", now=20.0)  # a changed report: a second SR
+    store.promote_quiet(1.0, now=22.0)
+    store.sr_written(store.claim_next(now=22.0), "sr-2", Path("/out/2.dcm"), report_key="k2", now=22.0)
+    assert store.last_report("S1").sr_uid == "sr-2"
+
+
+def test_stuck_studies_are_found_per_state(store: StateStore) -> None:
+    _receive(store, "S1", "I1", "a", now=0.0)
+    store.promote_quiet(1.0, now=5.0)
+    store.sr_written(store.claim_next(now=5.0), "sr-1", Path("/out/1.dcm"), now=5.0)
+    store.delivery_failed(store.due_deliveries(now=5.0)[0], "destination unreachable", retry_at=100.0, now=50.0)
+    assert store.stuck(60.0, now=60.0) == [] and store.stuck(60.0, now=66.0) == ["S1"], "since the SR was made"
+    _receive(store, "S2", "I2", "b", now=60.0)
+    assert store.stuck(60.0, now=119.0) == ["S1"] and sorted(store.stuck(60.0, now=121.0)) == ["S1", "S2"]
 
 
 def test_delivery_backoff_then_give_up_and_retry(store: StateStore) -> None:

@@ -3,21 +3,27 @@ and sends the resulting SR back to the PACS.
 
 Threads: pynetdicom runs one thread per association (C-STORE handler: check, spool durably,
 record, answer); one processing thread runs the app study by study (the model is loaded once);
-one delivery thread sends SRs with retries and exponential backoff. All hand-over happens
-through the on-disk state machine (:mod:`monai_vecl.deploy.state`), so a kill at any point
-loses nothing. Logs name studies only by salted hashes of their UIDs.
+one delivery thread sends SRs with retries and capped exponential backoff (forever by default);
+one HTTP thread serves metrics and health (:mod:`monai_vecl.deploy.gateway_monitor`). All
+hand-over happens through the on-disk state machine (:mod:`monai_vecl.deploy.state`), so a kill
+at any point loses nothing. A study re-evaluated after late instances sends a new SR only when
+the report changed, and that SR names the previous one as its predecessor. Logs name studies
+only by salted hashes of their UIDs; library warnings are logged without their messages.
 
 Run: ``python -m monai_vecl.deploy.gateway serve --config deploy/gateway.yaml``.
 """
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import hashlib
 import logging
 import socket
 import threading
 import time
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
 from io import BytesIO
 from pathlib import Path
 from typing import Any, Protocol
@@ -27,8 +33,10 @@ from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
 from pynetdicom.sop_class import Verification
+from pynetdicom.status import code_to_category
 
 from monai_vecl.deploy.gateway_config import GatewayConfig
+from monai_vecl.deploy.gateway_monitor import GatewayMetrics, MonitorServer
 from monai_vecl.deploy.intake import (
     OUT_OF_RESOURCES,
     PROCESSING_FAILURE,
@@ -37,15 +45,96 @@ from monai_vecl.deploy.intake import (
     check_instance,
     decode,
 )
-from monai_vecl.deploy.spool import Spool, uid_hash
-from monai_vecl.deploy.state import Delivery, Job, StateStore
+from monai_vecl.deploy.spool import Spool, spool_salt, uid_hash
+from monai_vecl.deploy.sr import add_predecessor
+from monai_vecl.deploy.state import Delivery, Job, SentReport, StateStore
 
 log = logging.getLogger("monai_vecl.deploy.gateway")
 
-# C-STORE response statuses a PACS uses for "stored" (success and the B0xx warnings).
-_STORED = (0x0000, 0xB000, 0xB006, 0xB007)
-# A-ASSOCIATE-RJ: rejected permanent, by the service user, calling AE title not recognised.
+# PS3.7 C.5.8 "Duplicate SOP Instance" (0111H): the PACS already holds this SR, which is what a
+# re-sent SR (same UID after a crash) should find. Every Success or Warning status (PS3.4 B.2.3:
+# 0000H, B000H, B006H, B007H; PS3.7 C.4 general warnings 0107H, 0116H) also means stored.
+DUPLICATE_SOP_INSTANCE = 0x0111
+# A-ASSOCIATE-RJ (result, source, diagnostic), PS3.8 9.3.4: rejected permanent by the service user
+# (calling / called AE title not recognised); rejected transient by the service provider
+# (presentation layer: local limit exceeded).
 _REJECT_CALLING_AE = (0x01, 0x01, 0x03)
+_REJECT_CALLED_AE = (0x01, 0x01, 0x07)
+_REJECT_LIMIT = (0x02, 0x03, 0x02)
+
+
+class _WarningCapture(logging.Filter):
+    """Library warnings (pydicom on odd input) as structured log lines without their messages.
+
+    Messages can quote header values (patient data), so only category and origin are kept. pydicom
+    both warns and logs each problem: the ``warnings`` hook and a filter on the ``pydicom`` logger
+    catch both. While a thread collects (one incoming instance), its warnings become a single line.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._local = threading.local()
+
+    def install(self) -> None:
+        warnings.showwarning = self._show
+        pydicom_log = logging.getLogger("pydicom")
+        if self not in pydicom_log.filters:
+            pydicom_log.addFilter(self)
+
+    def _note(self, origin: str) -> None:
+        bucket = getattr(self._local, "bucket", None)
+        if bucket is not None:
+            bucket[origin] += 1
+        else:
+            log.warning("library warning: %s (message withheld: it may quote header values)", origin)
+
+    def _show(self, message: Warning | str, category: type[Warning], filename: str, lineno: int,
+              file: Any = None, line: str | None = None) -> None:
+        self._note(f"{category.__name__} from {Path(filename).parent.name}.{Path(filename).stem}")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING:
+            return True
+        self._note(f"{record.levelname} logged by {record.name}.{record.module}")
+        return False
+
+    @contextlib.contextmanager
+    def collect(self) -> Iterator[collections.Counter]:
+        self._local.bucket = collections.Counter()
+        try:
+            yield self._local.bucket
+        finally:
+            self._local.bucket = None
+
+
+_WARNINGS = _WarningCapture()
+
+
+class _PeerLossFilter(logging.Filter):
+    """pynetdicom logs a peer that vanished or went silent as an ERROR; for a gateway that is routine.
+
+    Such records become one WARNING of ours (the slot is already free when they are logged).
+    """
+
+    KNOWN = {
+        "Network timeout reached": "peer silent for longer than network_timeout",
+        "The received PDU is shorter than expected": "peer closed the connection in the middle of a PDU",
+    }
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        for prefix, meaning in self.KNOWN.items():
+            if message.startswith(prefix):
+                log.warning("association dropped: %s; its slot is free", meaning)
+                return False
+        return True
+
+    @classmethod
+    def install(cls) -> None:
+        for name in ("pynetdicom.association", "pynetdicom.dul"):
+            logger = logging.getLogger(name)
+            if not any(isinstance(f, cls) for f in logger.filters):
+                logger.addFilter(cls())
 
 
 class Pipeline(Protocol):
@@ -55,10 +144,18 @@ class Pipeline(Protocol):
 
 
 def _set_nodelay(event: evt.Event) -> None:
-    """Disable Nagle's algorithm: small DIMSE PDUs otherwise wait ~40 ms for delayed ACKs (DESIGN §9)."""
+    """Disable Nagle's algorithm: small DIMSE PDUs otherwise wait ~40 ms for delayed ACKs (docs/deploy.md)."""
     sock = event.assoc.dul.socket.socket
     if sock is not None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+def _set_keepalive(sock: socket.socket, idle_seconds: int) -> None:
+    """TCP keepalive: a peer that vanished without closing (power, network) is detected and its slot freed."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, idle_seconds)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, max(1, idle_seconds // 4))
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 3)
 
 
 def load_pipeline(config: GatewayConfig) -> Pipeline:
@@ -75,8 +172,11 @@ class GatewayService:
 
     def __init__(self, config: GatewayConfig, pipeline: Pipeline | None = None) -> None:
         self.config = config
-        self.spool = Spool(config.spool_dir, salt=config.uid_salt)
+        self.salt = spool_salt(config.spool_dir, config.uid_salt)
+        self.spool = Spool(config.spool_dir, salt=self.salt)
         self.state = StateStore(config.state_db)
+        self.metrics = GatewayMetrics(self.state.counts)
+        self.monitor: MonitorServer | None = None
         self._pipeline = pipeline
         self._accepted = frozenset(config.accepted_sop_classes)
         self._stop = threading.Event()
@@ -86,7 +186,7 @@ class GatewayService:
         self._server = None
 
     def _h(self, uid: str) -> str:
-        return uid_hash(uid, self.config.uid_salt)
+        return uid_hash(uid, self.salt)
 
     @property
     def port(self) -> int:
@@ -99,14 +199,21 @@ class GatewayService:
         # The model loads first: recovery then restarts quiet periods right before we listen again.
         if self._pipeline is None:
             self._pipeline = load_pipeline(self.config)
-        recovered = self.state.recover()
+        requeued, held = self.state.recover(self.config.recovery_grace_seconds)
         cleared = self.spool.clear_tmp()
         orphans = self._register_orphans()
-        log.info("recovery: %d interrupted studies re-queued, %d partial files removed, %d spooled files re-registered",
-                 recovered, cleared, orphans)
-        handlers = [(evt.EVT_REQUESTED, self._on_requested), (evt.EVT_C_STORE, self._on_store)]
-        if self.config.tcp_nodelay:
-            handlers.append((evt.EVT_CONN_OPEN, _set_nodelay))
+        log.info("recovery: %d interrupted studies re-queued, %d partial studies held %.0f s for late instances, "
+                 "%d partial files removed, %d spooled files re-registered",
+                 requeued, held, self.config.recovery_grace_seconds, cleared, orphans)
+        _WARNINGS.install()
+        _PeerLossFilter.install()
+        handlers = [
+            (evt.EVT_CONN_OPEN, self._on_conn_open),
+            (evt.EVT_REQUESTED, self._on_requested),
+            (evt.EVT_REJECTED, self._on_rejected),
+            (evt.EVT_ABORTED, self._on_aborted),
+            (evt.EVT_C_STORE, self._on_store),
+        ]
         tls = self.config.tls
         self._server = self._make_ae().start_server(
             (self.config.host, self.config.port), block=False, evt_handlers=handlers,
@@ -118,6 +225,10 @@ class GatewayService:
             t = threading.Thread(target=self._guarded_loop, args=(step, wake), name=name, daemon=True)
             t.start()
             self._threads.append(t)
+        if self.config.monitoring_port is not None:
+            self.monitor = MonitorServer(self.config.monitoring_host, self.config.monitoring_port, self.metrics,
+                                         self.health)
+            self.monitor.start()
         log.info("listening as %s on %s:%d", self.config.ae_title, self.config.host, self.port)
 
     def request_stop(self) -> None:
@@ -130,9 +241,19 @@ class GatewayService:
         self._process_wake.set()
         if self._server is not None:
             self._server.shutdown()
+        if self.monitor is not None:
+            self.monitor.stop()
         for t in self._threads:
             t.join(timeout)
         self.state.close()
+
+    def health(self) -> dict[str, Any]:
+        """What ``/health`` reports: degraded when a study failed or is stuck, or a worker thread died."""
+        counts = self.state.counts()
+        stuck = [self._h(u) for u in self.state.stuck(self.config.stuck_after_seconds)]
+        dead = [t.name for t in self._threads if not t.is_alive()]
+        ok = not (counts["failed"] or stuck or dead)
+        return {"status": "ok" if ok else "degraded", "counts": counts, "stuck": stuck, "dead_threads": dead}
 
     def serve_forever(self) -> None:
         """Start and block until :meth:`stop` (e.g. from a signal handler)."""
@@ -143,9 +264,11 @@ class GatewayService:
 
     def _make_ae(self) -> AE:
         ae = AE(ae_title=self.config.ae_title)
-        ae.require_called_aet = True
+        # The called AE title and the association limit are checked in _on_requested, which logs why.
+        ae.require_called_aet = False
         ae.maximum_associations = self.config.max_associations
-        ae.network_timeout = ae.acse_timeout = ae.dimse_timeout = self.config.network_timeout
+        ae.network_timeout = ae.dimse_timeout = self.config.network_timeout
+        ae.acse_timeout = self.config.acse_timeout  # ARTIM: a peer that connects and goes silent
         # Every storage class is negotiable so that an unsupported one gets a clear 0x0122 status
         # per instance instead of an opaque presentation-context rejection.
         for cx in AllStoragePresentationContexts:
@@ -153,27 +276,68 @@ class GatewayService:
         ae.add_supported_context(Verification)
         return ae
 
+    def _on_conn_open(self, event: evt.Event) -> None:
+        sock = event.assoc.dul.socket.socket
+        if sock is None:
+            return
+        if self.config.tcp_nodelay:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        _set_keepalive(sock, self.config.keepalive_seconds)
+
     def _on_requested(self, event: evt.Event) -> None:
+        """Accept or reject the association, logging every rejection with its reason."""
         requestor = event.assoc.requestor
         calling = requestor.primitive.calling_ae_title.strip()
-        if not any(p.allows(calling, requestor.address) for p in self.config.peers):
-            log.warning("rejected association: calling AE %r from %s is not an allowed peer", calling, requestor.address)
-            event.assoc.acse.send_reject(*_REJECT_CALLING_AE)
-            event.assoc.kill()
+        called = requestor.primitive.called_ae_title.strip()
+        active = sum(1 for a in event.assoc.ae.active_associations if a.is_acceptor)
+        if called != self.config.ae_title:
+            kind, reason, rsd = "called_ae", f"called AE {called!r} is not ours ({self.config.ae_title!r})", \
+                _REJECT_CALLED_AE
+        elif not any(p.allows(calling, requestor.address) for p in self.config.peers):
+            kind, reason, rsd = "calling_ae", "calling AE/host is not an allowed peer", _REJECT_CALLING_AE
+        elif active > self.config.max_associations:
+            kind, reason, rsd = "limit", f"association limit ({self.config.max_associations}) reached", _REJECT_LIMIT
+        else:
+            if calling == self.config.destination.ae_title and self.state.deliver_now():
+                # The PACS is evidently up again: waiting SRs go now, not at their backoff time.
+                self._delivery_wake.set()
+            return
+        log.warning("rejected association from %s, calling AE %r: %s", requestor.address, calling, reason)
+        self.metrics.rejected.labels(kind).inc()
+        event.assoc.acse.send_reject(*rsd)
+        event.assoc.kill()
+
+    def _on_rejected(self, event: evt.Event) -> None:
+        """A rejection pynetdicom made itself during negotiation (ours are logged in _on_requested)."""
+        requestor = event.assoc.requestor
+        log.warning("rejected association from %s, calling AE %r: refused in negotiation",
+                    requestor.address, requestor.ae_title)
+        self.metrics.rejected.labels("negotiation").inc()
+
+    def _on_aborted(self, event: evt.Event) -> None:
+        log.info("association from %s aborted (peer sent A-ABORT or vanished); its slot is free",
+                 event.assoc.requestor.address)
 
     def _on_store(self, event: evt.Event) -> Dataset | int:
         try:
-            return self._store(event)
+            with _WARNINGS.collect() as caught:
+                answer = self._store(event)
         except IntakeError as e:
             log.warning("refused instance from %s: status 0x%04X, %s",
                         event.assoc.requestor.ae_title, e.status, e.comment)
-            return _status(e.status, e.comment)
+            self.metrics.refused.labels(f"0x{e.status:04X}").inc()
+            answer = _status(e.status, e.comment)
         except OSError as e:
             log.error("spool write failed (%s): answering out of resources", type(e).__name__)
+            self.metrics.refused.labels(f"0x{OUT_OF_RESOURCES:04X}").inc()
             return _status(OUT_OF_RESOURCES, "gateway spool unavailable")
         except Exception as e:  # noqa: BLE001 - one bad instance must never take the service down
             log.error("instance handling failed with %s", type(e).__name__)
             return _status(PROCESSING_FAILURE, f"gateway error: {type(e).__name__}")
+        if caught:
+            log.warning("instance from %s: %d library warnings while decoding (%s)", event.assoc.requestor.ae_title,
+                        sum(caught.values()), ", ".join(f"{k} x{n}" for k, n in sorted(caught.items())))
+        return answer
 
     def _store(self, event: evt.Event) -> int:
         encoded = event.encoded_dataset()
@@ -189,7 +353,10 @@ class GatewayService:
         path = self.spool.instance_path(accepted.study_uid, accepted.sop_uid)
         if self.state.instance_digest(accepted.sop_uid) != (accepted.study_uid, digest):
             self.spool.write(path, encoded)
+        first_of_study = not self.state.has_study(accepted.study_uid)
         new = self.state.record_instance(accepted.study_uid, accepted.sop_uid, digest, path)
+        self.metrics.received.inc(first_of_study)
+        self.metrics.instances.inc(new)
         log.info("study %s: %s instance %s", self._h(accepted.study_uid), "stored" if new else "already had",
                  self._h(accepted.sop_uid))
         return SUCCESS
@@ -243,29 +410,62 @@ class GatewayService:
         started = time.perf_counter()
         try:
             result = self._pipeline.process(job.paths)
+            if result.skipped_reason:
+                self.metrics.skipped.inc()
             if result.sr is None:
-                log.info("study %s: no SR (%s)", study, result.skipped_reason)
+                log.info("study %s: no findings, nothing sent (%s)", study, result.skipped_reason)
                 self.state.finish(job.study_uid, "skipped", result.skipped_reason or "app produced no SR")
+                self.metrics.processed.labels("no_report").inc()
                 return
-            sr_uid, path = self._write_sr(job, result.sr)
+            previous = self.state.last_report(job.study_uid)
+            key = result.report_key
+            if previous is not None and previous.report_key == key:
+                self.state.report_unchanged(job, previous)
+                self.metrics.processed.labels("unchanged").inc()
+                log.info("study %s: re-evaluated (%d instances): report unchanged, nothing new sent",
+                         study, len(job.paths))
+                self._delivery_wake.set()
+                return
+            sr_uid, path = self._write_sr(job, result.sr, key, previous)
         except Exception as e:  # noqa: BLE001 - any app failure marks the study, the service goes on
             # Only the exception type: messages can quote header values (patient data).
             log.error("study %s: processing failed with %s", study, type(e).__name__)
             self.state.finish(job.study_uid, "failed", f"app error: {type(e).__name__}")
+            self.metrics.failed.inc()
             return
-        self.state.sr_written(job, sr_uid, path)
-        log.info("study %s: SR %s written in %.2f s", study, self._h(sr_uid), time.perf_counter() - started)
+        kind = "notice" if result.skipped_reason else "findings"
+        outcome = kind + (f": {result.skipped_reason}" if result.skipped_reason else "")
+        if previous is not None:
+            outcome += f" (replaces SR {self._h(previous.sr_uid)})"
+        self.state.sr_written(job, sr_uid, path, key, outcome)
+        self.metrics.processed.labels(kind).inc()
+        log.info("study %s: %s SR %s written in %.2f s%s", study, kind, self._h(sr_uid), time.perf_counter() - started,
+                 "" if previous is None else f", replacing SR {self._h(previous.sr_uid)} (Predecessor Documents)")
         self._delivery_wake.set()
 
-    def _write_sr(self, job: Job, sr: Dataset) -> tuple[str, Path]:
-        """Give the SR its content-versioned UID and put it durably in the outbox."""
-        sr_uid = versioned_sr_uid(str(sr.SOPInstanceUID), job.digest)
+    def _write_sr(self, job: Job, sr: Dataset, report_key: str, previous: SentReport | None) -> tuple[str, Path]:
+        """Give the SR its report-versioned UID, name its predecessor, and put it durably in the outbox."""
+        sr_uid = report_sr_uid(str(sr.SOPInstanceUID), report_key, previous.sr_uid if previous else None)
         sr.SOPInstanceUID = sr_uid
         if getattr(sr, "file_meta", None) is not None:
             sr.file_meta.MediaStorageSOPInstanceUID = sr_uid
+        if previous is not None:
+            add_predecessor(sr, self._previous_header(previous, sr))
         buffer = BytesIO()
         sr.save_as(buffer, enforce_file_format=True)
         return sr_uid, self.spool.write(self.spool.sr_path(job.study_uid, sr_uid), buffer.getvalue())
+
+    @staticmethod
+    def _previous_header(previous: SentReport, sr: Dataset) -> Dataset:
+        """The replaced SR's header from the outbox; if that file is gone, its UID in this SR's series and class."""
+        if previous.path is not None and previous.path.is_file():
+            return dcmread(previous.path, stop_before_pixels=True)
+        log.warning("SR %s replaced but its outbox file is gone: referenced by UID in the current SR series",
+                    previous.sr_uid[-8:])
+        header = Dataset()
+        header.SOPClassUID, header.SOPInstanceUID = sr.SOPClassUID, previous.sr_uid
+        header.SeriesInstanceUID, header.StudyInstanceUID = sr.SeriesInstanceUID, sr.StudyInstanceUID
+        return header
 
     # --- delivery --------------------------------------------------------------------------
 
@@ -283,29 +483,34 @@ class GatewayService:
             error = send_file(self.config, delivery.sr_path)
         except Exception as e:  # noqa: BLE001 - e.g. TLS or file errors: count as a failed attempt
             error = f"{type(e).__name__} while sending"
+        self.metrics.attempts.labels("ok" if error is None else "error").inc()
         if error is None:
-            self.state.delivered(delivery)
+            latency = self.state.delivered(delivery)
+            if latency is not None:
+                self.metrics.latency.observe(latency)
             log.info("study %s: SR %s delivered to %s", study, self._h(delivery.sr_uid),
                      self.config.destination.ae_title)
             return
         attempt = delivery.attempts + 1
-        if attempt >= self.config.max_attempts:
-            log.error("study %s: delivery failed %d times (%s); SR kept in the outbox", study, attempt, error)
+        if self.config.max_attempts is not None and attempt >= self.config.max_attempts:
+            log.error("study %s: delivery failed %d times (%s); SR kept in the outbox until `retry`",
+                      study, attempt, error)
             self.state.delivery_failed(delivery, error, retry_at=None)
             return
-        delay = min(self.config.backoff_seconds * 2 ** (attempt - 1), self.config.backoff_max_seconds)
+        # Capped exponential backoff (the exponent is bounded so that retrying forever cannot overflow).
+        delay = min(self.config.backoff_seconds * 2 ** min(attempt - 1, 30), self.config.backoff_max_seconds)
         log.warning("study %s: delivery attempt %d failed (%s); retry in %.1f s", study, attempt, error, delay)
         self.state.delivery_failed(delivery, error, retry_at=time.time() + delay)
 
 
-def versioned_sr_uid(app_sr_uid: str, content_digest: str) -> str:
-    """SR SOP Instance UID for one version of a study's content.
+def report_sr_uid(app_sr_uid: str, report_key: str, predecessor_uid: str | None) -> str:
+    """SR SOP Instance UID for one version of a study's report.
 
-    The app's UID is deterministic in source image, model and settings; mixing in the study
-    content digest keeps a re-run of the same content on the same UID (a PACS stores it once)
-    while changed content gets a new SR instead of silently reusing the old UID.
+    The app's UID is deterministic in source image, model and settings; mixing in what the report
+    says and the SR it replaces keeps a re-run (e.g. after a crash) on the same UID, which a PACS
+    stores once, while a changed report gets a new UID and never silently reuses the old one.
     """
-    return generate_uid(entropy_srcs=[app_sr_uid, content_digest])
+    return generate_uid(entropy_srcs=[app_sr_uid, report_key, predecessor_uid or ""])
 
 
 def _status(code: int, comment: str) -> Dataset:
@@ -339,8 +544,12 @@ def send_file(config: GatewayConfig, path: Path) -> str | None:
         assoc.release()
     if not status or "Status" not in status:
         return "no C-STORE response"
-    if status.Status not in _STORED:
-        return f"C-STORE status 0x{status.Status:04X}"
+    code = int(status.Status)
+    if code == DUPLICATE_SOP_INSTANCE:
+        log.info("PACS answered 0x%04X duplicate SOP instance: it already holds this SR", code)
+        return None
+    if code_to_category(code) not in ("Success", "Warning"):
+        return f"C-STORE status 0x{code:04X}"
     return None
 
 

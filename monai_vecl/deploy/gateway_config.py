@@ -82,14 +82,26 @@ class GatewayConfig:
     tcp_nodelay: bool = True
     accepted_sop_classes: tuple[str, ...] = DEFAULT_SOP_CLASSES
     max_associations: int = 16
-    network_timeout: float = 30.0
-    max_attempts: int = 10
+    network_timeout: float = 15.0
+    acse_timeout: float = 10.0
+    keepalive_seconds: int = 20
+    recovery_grace_seconds: float = 120.0
+    max_attempts: int | None = None
     backoff_seconds: float = 2.0
-    backoff_max_seconds: float = 300.0
-    uid_salt: str = ""
+    backoff_max_seconds: float = 60.0
+    uid_salt: str | None = None
+    monitoring_host: str = "127.0.0.1"
+    monitoring_port: int | None = 9108
+    stuck_after_seconds: float = 900.0
     tls: TLSConfig | None = None
     # What StudyPipeline takes: a YAML path with a ``deploy:`` section, a mapping or a PipelineConfig.
     pipeline: Any = None
+
+    def __post_init__(self) -> None:
+        if self.max_attempts is not None and self.max_attempts < 1:
+            raise ValueError("gateway max_attempts must be >= 1, or null to retry delivery forever")
+        if not 0 < self.backoff_seconds <= self.backoff_max_seconds:
+            raise ValueError("gateway backoff needs 0 < backoff_seconds <= backoff_max_seconds")
 
     @property
     def state_db(self) -> Path:

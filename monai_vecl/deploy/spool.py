@@ -9,13 +9,49 @@ from __future__ import annotations
 
 import hashlib
 import os
+import secrets
 import uuid
 from pathlib import Path
+
+SALT_FILE = "salt"
 
 
 def uid_hash(uid: str, salt: str = "") -> str:
     """Short, stable pseudonym of a DICOM UID for logs, file names and the status command."""
     return hashlib.sha256(f"{salt}{uid}".encode()).hexdigest()[:16]
+
+
+def spool_salt(spool_dir: str | os.PathLike, explicit: str | None, create: bool = True) -> str:
+    """The salt of the UID hashes: ``explicit`` when set, else the random one kept in the spool.
+
+    The kept salt is generated at first start (128 random bits, file mode 0600) so that the
+    hashes in logs and status cannot be recomputed from a Study UID; it lives with the spool
+    because the spool's file names use it. With ``create=False`` (read-only tools) a missing
+    salt file raises ``FileNotFoundError``.
+    """
+    if explicit:
+        return explicit
+    path = Path(spool_dir) / SALT_FILE
+    if path.is_file():
+        return path.read_text().strip()
+    if not create:
+        raise FileNotFoundError(f"no salt in {path} (has the gateway run with this spool?)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    salt = secrets.token_hex(16)
+    tmp = path.with_name(f"{SALT_FILE}.{uuid.uuid4().hex}.part")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(salt)
+        f.flush()
+        os.fsync(f.fileno())
+    try:
+        os.link(tmp, path)  # never replaces a salt another process wrote meanwhile
+    except FileExistsError:
+        pass
+    finally:
+        tmp.unlink()
+    _fsync_dir(path.parent)
+    return path.read_text().strip()
 
 
 def _fsync_dir(path: Path) -> None:

@@ -6,8 +6,10 @@ side exits ``skipped`` (the app declined, e.g. lateral-only study) and ``failed`
 
 Crash safety: a study found ``running`` at start-up goes back to ``queued`` (nothing was sent
 yet); ``sr_written`` is simply delivered again with the same SR SOP Instance UID, which a PACS
-stores once. Idempotency: each study keeps the digest of its instances; a terminal study only
-re-opens when that digest changes.
+stores once; a study still ``received`` is held for a recovery grace period (its sender could
+not reach a stopped gateway). Idempotency: each study keeps the digest of its instances; a
+terminal study only re-opens when that digest changes, and each SR keeps the key of what it
+reported, so a re-evaluation that reports the same sends nothing (:meth:`StateStore.report_unchanged`).
 """
 
 from __future__ import annotations
@@ -37,7 +39,9 @@ CREATE TABLE IF NOT EXISTS studies (
     attempts INTEGER NOT NULL DEFAULT 0,
     next_attempt REAL,
     reason TEXT,
-    updated REAL NOT NULL
+    updated REAL NOT NULL,
+    hold_until REAL,
+    outcome TEXT
 );
 CREATE TABLE IF NOT EXISTS instances (
     sop_uid TEXT PRIMARY KEY,
@@ -52,9 +56,18 @@ CREATE TABLE IF NOT EXISTS srs (
     study_uid TEXT NOT NULL,
     digest TEXT NOT NULL,
     created REAL NOT NULL,
-    delivered REAL
+    delivered REAL,
+    report_key TEXT,
+    path TEXT
 );
 """
+# Columns added after the first release: (table, column, type) added to older databases at open.
+_ADDED_COLUMNS = (
+    ("studies", "hold_until", "REAL"),
+    ("studies", "outcome", "TEXT"),
+    ("srs", "report_key", "TEXT"),
+    ("srs", "path", "TEXT"),
+)
 
 
 @dataclass(frozen=True)
@@ -75,6 +88,16 @@ class Delivery:
 
 
 @dataclass(frozen=True)
+class SentReport:
+    """The latest SR made for a study: what a re-evaluation compares with and names as predecessor."""
+
+    sr_uid: str
+    report_key: str | None
+    path: Path | None
+    delivered: bool
+
+
+@dataclass(frozen=True)
 class StudyStatus:
     study_uid: str
     state: str
@@ -82,6 +105,7 @@ class StudyStatus:
     attempts: int
     updated: float
     reason: str | None
+    outcome: str | None = None
 
 
 class StateStore:
@@ -95,6 +119,9 @@ class StateStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
+        for table, column, kind in _ADDED_COLUMNS:
+            if column not in {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}:
+                self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
 
     def close(self) -> None:
         with self._lock:
@@ -164,6 +191,10 @@ class StateStore:
             row = self._db.execute("SELECT study_uid, digest FROM instances WHERE sop_uid=?", (sop_uid,)).fetchone()
         return None if row is None else (row[0], row[1])
 
+    def has_study(self, study_uid: str) -> bool:
+        with self._lock:
+            return self._db.execute("SELECT 1 FROM studies WHERE study_uid=?", (study_uid,)).fetchone() is not None
+
     def known_paths(self) -> set[str]:
         with self._lock:
             return {p for (p,) in self._db.execute("SELECT path FROM instances")}
@@ -173,24 +204,27 @@ class StateStore:
         with self._lock:
             return self._db.execute("SELECT 1 FROM srs WHERE sr_uid=?", (sop_uid,)).fetchone() is not None
 
-    def recover(self, now: float | None = None) -> int:
-        """Start-up: studies interrupted while running are queued again; returns how many.
+    def recover(self, grace_seconds: float, now: float | None = None) -> tuple[int, int]:
+        """Start-up: studies interrupted while running are queued again; studies still arriving are held.
 
-        Studies still arriving get a fresh quiet period: their senders could not reach a stopped
-        gateway, so the time it was down says nothing about the study being complete.
+        A study still ``received`` is held for ``grace_seconds``: its senders could not reach a
+        stopped gateway and may resend the rest well after the quiet period. Returns
+        ``(re-queued, held)``.
         """
         now = time.time() if now is None else now
         with self._tx() as db:
-            db.execute("UPDATE studies SET last_received=? WHERE state='received'", (now,))
-            return db.execute("UPDATE studies SET state='queued', updated=? WHERE state='running'", (now,)).rowcount
+            held = db.execute("UPDATE studies SET hold_until=? WHERE state='received'", (now + grace_seconds,)).rowcount
+            requeued = db.execute("UPDATE studies SET state='queued', updated=? WHERE state='running'", (now,)).rowcount
+            return requeued, held
 
     def promote_quiet(self, quiet_seconds: float, now: float | None = None) -> int:
-        """Queue every study that has received nothing for ``quiet_seconds``."""
+        """Queue every study that has received nothing for ``quiet_seconds`` and is not held."""
         now = time.time() if now is None else now
         with self._tx() as db:
             return db.execute(
-                "UPDATE studies SET state='queued', updated=? WHERE state='received' AND last_received<=?",
-                (now, now - quiet_seconds),
+                "UPDATE studies SET state='queued', updated=? WHERE state='received' AND last_received<=? "
+                "AND (hold_until IS NULL OR hold_until<=?)",
+                (now, now - quiet_seconds, now),
             ).rowcount
 
     def claim_next(self, now: float | None = None) -> Job | None:
@@ -213,18 +247,49 @@ class StateStore:
             ]
             return Job(study_uid, digest, paths)
 
-    def sr_written(self, job: Job, sr_uid: str, sr_path: Path, now: float | None = None) -> None:
+    def last_report(self, study_uid: str) -> SentReport | None:
+        """The latest SR made for the study, if any."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT sr_uid, report_key, path, delivered FROM srs WHERE study_uid=? ORDER BY created DESC LIMIT 1",
+                (study_uid,),
+            ).fetchone()
+        if row is None:
+            return None
+        return SentReport(row[0], row[1], None if row[2] is None else Path(row[2]), row[3] is not None)
+
+    def sr_written(
+        self, job: Job, sr_uid: str, sr_path: Path, report_key: str | None = None, outcome: str | None = None,
+        now: float | None = None,
+    ) -> None:
+        """The SR is durable in the outbox: record it (with what it reports) and queue its delivery."""
         now = time.time() if now is None else now
         with self._tx() as db:
             db.execute(
-                "INSERT OR REPLACE INTO srs(sr_uid, study_uid, digest, created) VALUES (?,?,?,?)",
-                (sr_uid, job.study_uid, job.digest, now),
+                "INSERT OR REPLACE INTO srs(sr_uid, study_uid, digest, created, report_key, path) VALUES (?,?,?,?,?,?)",
+                (sr_uid, job.study_uid, job.digest, now, report_key, str(sr_path)),
             )
             db.execute(
                 "UPDATE studies SET state='sr_written', sr_uid=?, sr_path=?, attempts=0, next_attempt=?, "
-                "reason=NULL, updated=? WHERE study_uid=?",
-                (sr_uid, str(sr_path), now, now, job.study_uid),
+                "reason=NULL, outcome=?, updated=? WHERE study_uid=?",
+                (sr_uid, str(sr_path), now, outcome, now, job.study_uid),
             )
+
+    def report_unchanged(self, job: Job, report: SentReport, now: float | None = None) -> None:
+        """Re-evaluation reported what ``report`` already says: nothing new is sent.
+
+        The study returns to ``delivered``, or to ``sr_written`` when that SR has not been
+        delivered yet (it is then sent, once, as before).
+        """
+        now = time.time() if now is None else now
+        with self._tx() as db:
+            db.execute(
+                "UPDATE studies SET state=?, sr_uid=?, sr_path=?, attempts=0, next_attempt=?, reason=NULL, "
+                "outcome='unchanged after late instances', updated=? WHERE study_uid=?",
+                ("delivered" if report.delivered else "sr_written", report.sr_uid,
+                 None if report.path is None else str(report.path), now, now, job.study_uid),
+            )
+            self._reopen_if_changed(db, job.study_uid, now)
 
     def finish(self, study_uid: str, state: str, reason: str | None = None, now: float | None = None) -> None:
         """Terminal transition (``skipped`` or ``failed``) of a study that produced no deliverable SR."""
@@ -245,7 +310,8 @@ class StateStore:
             ).fetchall()
         return [Delivery(s, u, Path(p), a) for s, u, p, a in rows]
 
-    def delivered(self, delivery: Delivery, now: float | None = None) -> None:
+    def delivered(self, delivery: Delivery, now: float | None = None) -> float | None:
+        """Record the delivery; returns seconds from the study's last received instance to now."""
         now = time.time() if now is None else now
         with self._tx() as db:
             db.execute("UPDATE srs SET delivered=? WHERE sr_uid=?", (now, delivery.sr_uid))
@@ -253,7 +319,17 @@ class StateStore:
                 "UPDATE studies SET state='delivered', reason=NULL, updated=? WHERE study_uid=? AND sr_uid=?",
                 (now, delivery.study_uid, delivery.sr_uid),
             )
+            row = db.execute("SELECT last_received FROM studies WHERE study_uid=?", (delivery.study_uid,)).fetchone()
             self._reopen_if_changed(db, delivery.study_uid, now)
+        return None if row is None else now - row[0]
+
+    def deliver_now(self, now: float | None = None) -> int:
+        """Make every waiting delivery due now (e.g. the PACS has just shown it is up again)."""
+        now = time.time() if now is None else now
+        with self._tx() as db:
+            return db.execute(
+                "UPDATE studies SET next_attempt=? WHERE state='sr_written' AND next_attempt>?", (now, now)
+            ).rowcount
 
     def delivery_failed(
         self, delivery: Delivery, reason: str, retry_at: float | None, now: float | None = None
@@ -283,7 +359,7 @@ class StateStore:
     def studies(self) -> list[StudyStatus]:
         with self._lock:
             rows = self._db.execute(
-                "SELECT s.study_uid, s.state, COUNT(i.sop_uid), s.attempts, s.updated, s.reason "
+                "SELECT s.study_uid, s.state, COUNT(i.sop_uid), s.attempts, s.updated, s.reason, s.outcome "
                 "FROM studies s LEFT JOIN instances i ON i.study_uid=s.study_uid "
                 "GROUP BY s.study_uid ORDER BY s.updated"
             ).fetchall()
@@ -293,3 +369,22 @@ class StateStore:
         with self._lock:
             found = dict(self._db.execute("SELECT state, COUNT(*) FROM studies GROUP BY state").fetchall())
         return {s: found.get(s, 0) for s in STATES}
+
+    def stuck(self, after_seconds: float, now: float | None = None) -> list[str]:
+        """Study UIDs that have sat in a non-terminal state for more than ``after_seconds``.
+
+        ``received``: nothing arrived for that long yet it is not queued (a hold or a stopped
+        worker); ``queued``/``running``: since the state was entered; ``sr_written``: since the SR
+        was made (delivery keeps failing).
+        """
+        now = time.time() if now is None else now
+        limit = now - after_seconds
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT s.study_uid FROM studies s LEFT JOIN srs r ON r.sr_uid=s.sr_uid WHERE "
+                "(s.state='received' AND s.last_received<? AND (s.hold_until IS NULL OR s.hold_until<?)) "
+                "OR (s.state IN ('queued','running') AND s.updated<?) "
+                "OR (s.state='sr_written' AND COALESCE(r.created, s.updated)<?)",
+                (limit, limit, limit, limit),
+            ).fetchall()
+        return [r[0] for r in rows]
