@@ -66,6 +66,19 @@ def test_seg_uid_is_deterministic_and_changes_with_the_model(cr_source):
     assert a.SeriesNumber == SEGConfig().series_number
 
 
+def test_binary_option_writes_the_thresholded_map(cr_source, tmp_path):
+    maps = _maps((cr_source.Rows, cr_source.Columns))
+    seg = build_grounding_seg(cr_source, maps, ALGORITHM, SEGConfig(binary_threshold=0.5))
+    seg.save_as(tmp_path / "bin.dcm")
+    assert dciodvfy_errors(tmp_path / "bin.dcm") == []
+    back = hd.seg.segread(tmp_path / "bin.dcm")
+    assert back.SegmentationType == "BINARY"
+    stored = back.get_pixels_by_source_instance([cr_source.SOPInstanceUID], segment_numbers=[1])[0, :, :, 0]
+    np.testing.assert_array_equal(stored.astype(bool), maps["Pleural Effusion"] >= 0.5)
+    with pytest.raises(ValueError, match="binary_threshold"):
+        SEGConfig(binary_threshold=0)
+
+
 def test_seg_refuses_a_map_of_the_wrong_size(cr_source):
     with pytest.raises(ValueError, match="source image"):
         build_grounding_seg(cr_source, {"Pleural Effusion": np.zeros((10, 10))}, ALGORITHM)

@@ -34,6 +34,13 @@ class SEGConfig:
     manufacturer: str = "monai-vecl"
     device_name: str = "VECL zero-shot CXR"
     max_fractional_value: int = 255
+    # null: FRACTIONAL (the graded map); a value in (0, 1]: BINARY, map >= value, for viewers that
+    # show binary segments only (OHIF, see docs/deploy.md)
+    binary_threshold: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.binary_threshold is not None and not 0 < float(self.binary_threshold) <= 1:
+            raise ValueError(f"grounding.seg.binary_threshold must be in (0, 1] or null, got {self.binary_threshold}")
 
     @classmethod
     def from_mapping(cls, data: Mapping | None) -> SEGConfig:
@@ -61,6 +68,9 @@ def build_grounding_seg(
         if maps[name].shape != shape:
             raise ValueError(f"map of {name!r} is {maps[name].shape}, the source image is {shape}")
     pixels = np.stack([np.clip(np.asarray(maps[n], np.float32), 0, 1) for n in names], axis=-1)[None]
+    binary = config.binary_threshold is not None
+    if binary:
+        pixels = (pixels >= config.binary_threshold).astype(np.uint8)
     algorithm_id = hd.AlgorithmIdentificationSequence(
         name=algorithm.name,
         family=codes.cid7162.ArtificialIntelligence,
@@ -78,12 +88,13 @@ def build_grounding_seg(
         )
         for i, name in enumerate(names)
     ]
-    key = ["seg", source.SOPInstanceUID, algorithm.name, algorithm.version, fingerprint, method, *names]
+    key = ["seg", source.SOPInstanceUID, algorithm.name, algorithm.version, fingerprint, method, config.binary_threshold,
+           *names]
     series_key = ["seg-series", source.StudyInstanceUID, config.series_number]
     seg = hd.seg.Segmentation(
         source_images=[source],
         pixel_array=pixels,
-        segmentation_type=hd.seg.SegmentationTypeValues.FRACTIONAL,
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY if binary else hd.seg.SegmentationTypeValues.FRACTIONAL,
         segment_descriptions=segments,
         series_instance_uid=generate_uid(entropy_srcs=[str(k) for k in series_key]),
         series_number=config.series_number,
@@ -93,7 +104,7 @@ def build_grounding_seg(
         manufacturer_model_name=config.device_name,
         software_versions=algorithm.version[:64],
         device_serial_number=algorithm.name[:64],
-        fractional_type=hd.seg.SegmentationFractionalTypeValues.PROBABILITY,
+        fractional_type=None if binary else hd.seg.SegmentationFractionalTypeValues.PROBABILITY,
         max_fractional_value=config.max_fractional_value,
         series_description=config.series_description,
     )
