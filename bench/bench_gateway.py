@@ -1,5 +1,9 @@
 """Benchmark: DICOM gateway push-to-SR latency and throughput on this machine.
 
+Two modes. ``--mode nagle`` (default): the in-process comparison below. ``--mode load`` / ``soak``:
+the gateway as a service process (``python -m monai_vecl.deploy.gateway serve``) delivering to a
+real Orthanc, K senders pushing N studies at an offered rate, see :func:`load`.
+
 Studies are copies of the real chest CR ``RG1_UNCR.dcm`` (pydicom-data package, 1955×1841,
 15-bit), each given new Study/Series/SOP UIDs. Senders push them with pynetdicom C-STORE to an
 in-process gateway that runs the deploy app (``StudyPipeline``) and sends each SR to a probe
@@ -20,6 +24,8 @@ gateway's or the senders' sockets) with one sender; then TCP_NODELAY with 1 and 
 concurrent senders. Ratios are against the baseline.
 
 Usage: python bench/bench_gateway.py [--studies 12] [--quiet 0.5] [--config deploy/config.yaml] [--untrained]
+       python bench/bench_gateway.py --mode load --studies 100 --senders 8 --rate 120 [--quiet 1]
+       python bench/bench_gateway.py --mode soak --minutes 20 --senders 8 --rate 100
 """
 
 from __future__ import annotations
@@ -27,11 +33,16 @@ from __future__ import annotations
 import argparse
 import copy
 import logging
+import os
 import socket
+import sqlite3
 import statistics
+import subprocess
+import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pydicom
@@ -46,6 +57,7 @@ from monai_vecl.deploy.pipeline import PipelineConfig, StudyPipeline
 
 ROOT = Path(__file__).resolve().parents[1]
 CR_STORAGE = "1.2.840.10008.5.1.4.1.1.1"
+sys.path.insert(0, str(ROOT / "tests"))  # the real-Orthanc launcher shared with the end-to-end tests
 
 
 def free_port() -> int:
@@ -98,15 +110,21 @@ def make_studies(n: int, template: pydicom.Dataset) -> list[pydicom.Dataset]:
     return studies
 
 
+def one_study(template: pydicom.Dataset, n: int) -> list[pydicom.Dataset]:
+    """``n`` full-size instances of one new study (one series)."""
+    instances = make_studies(n, template)
+    for ds in instances:
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = instances[0].StudyInstanceUID, instances[0].SeriesInstanceUID
+    return instances
+
+
 def small_study(template: pydicom.Dataset, n: int, size: int = 64) -> list[pydicom.Dataset]:
     """``n`` instances of one new study, each a ``size``² subsample of the CR: small PDUs."""
     pixels = template.pixel_array
     step_r, step_c = pixels.shape[0] // size, pixels.shape[1] // size
     small = pixels[::step_r, ::step_c][:size, :size].copy()
-    instances = make_studies(n, template)
-    study_uid, series_uid = instances[0].StudyInstanceUID, instances[0].SeriesInstanceUID
+    instances = one_study(template, n)
     for ds in instances:
-        ds.StudyInstanceUID, ds.SeriesInstanceUID = study_uid, series_uid
         ds.Rows, ds.Columns, ds.PixelData = size, size, small.tobytes()
     return instances
 
@@ -195,12 +213,149 @@ def run(pipeline: StudyPipeline, template: pydicom.Dataset, *, studies: int, sen
     }
 
 
+class ProcessSampler:
+    """Samples a process's resident memory and open file descriptors once a second (Linux /proc)."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid, self.samples = pid, []  # (seconds since start, RSS MiB, open fds)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._start = time.monotonic()
+
+    def _run(self) -> None:
+        while not self._stop.wait(1.0):
+            try:
+                status = Path(f"/proc/{self.pid}/status").read_text()
+                rss = int(next(line for line in status.splitlines() if line.startswith("VmRSS:")).split()[1]) / 1024
+                fds = len(os.listdir(f"/proc/{self.pid}/fd"))
+            except (OSError, StopIteration):
+                return
+            self.samples.append((time.monotonic() - self._start, rss, fds))
+
+    def __enter__(self) -> ProcessSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def paced_push(port: int, calling: str, due_times: list[float], make: Callable[[], list[pydicom.Dataset]],
+               sent: list[str], errors: list[str]) -> None:
+    """One sender of the load bench: each new study (made just in time: a soak sends thousands) over its
+    own association at its scheduled time; the Study UIDs sent are appended to ``sent``."""
+    ae = AE(ae_title=calling)
+    ae.add_requested_context(CR_STORAGE, [str(make()[0].file_meta.TransferSyntaxUID)])
+    for due in due_times:
+        instances = make()
+        time.sleep(max(0.0, due - time.time()))
+        assoc = ae.associate("127.0.0.1", port, ae_title="VECL", evt_handlers=conn_handlers(True))
+        if not assoc.is_established:
+            errors.append("association refused")
+            continue
+        for ds in instances:
+            status = assoc.send_c_store(ds)
+            if not status or status.Status != 0x0000:
+                errors.append(f"C-STORE status {getattr(status, 'Status', None)}")
+        assoc.release()
+        sent.append(str(instances[0].StudyInstanceUID))
+
+
+def load(args: argparse.Namespace, settings: dict, template: pydicom.Dataset) -> None:
+    """K senders push N studies (``--instances`` CR images each) at ``--rate`` studies/min in total to the
+    gateway process, which delivers each SR to a real Orthanc. ``soak`` runs for ``--minutes`` instead.
+
+    Latency per study: SR stored by Orthanc (the C-STORE response the gateway records as delivered)
+    − the study's last instance recorded by the gateway − the quiet period. Studies/min: studies ÷
+    (last SR delivered − first push). Nothing lost or duplicated: Orthanc holds exactly one SR per
+    study. Peak RSS and open descriptors of the gateway process are sampled every second.
+    """
+    from gateway_pacs import Orthanc, free_port, wait_until
+
+    n = args.studies if args.mode == "load" else int(args.minutes * args.rate)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp_path = Path(tmp)
+        port = free_port()
+        with Orthanc(tmp_path / "orthanc", {}) as orthanc:
+            section = {
+                "ae_title": "VECL", "port": port, "quiet_seconds": args.quiet, "poll_seconds": 0.05,
+                "spool_dir": str(tmp_path / "spool"), "monitoring_port": free_port(),
+                "destination": {"ae_title": "ORTHANC", "host": "127.0.0.1", "port": orthanc.dicom_port},
+                "peers": [{"ae_title": f"SENDER{k}"} for k in range(args.senders)],
+            }
+            config = tmp_path / "gateway.yaml"
+            config.write_text(yaml.safe_dump({"gateway": section, "deploy": settings}))
+            log = open(tmp_path / "gateway.log", "wb")  # noqa: SIM115 - closed below
+            proc = subprocess.Popen([sys.executable, "-m", "monai_vecl.deploy.gateway", "serve", "--config", str(config)],
+                                    stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+            try:
+                def listening() -> bool:
+                    if proc.poll() is not None:
+                        raise RuntimeError(f"gateway exited: {(tmp_path / 'gateway.log').read_text()[-2000:]}")
+                    return b"listening as" in (tmp_path / "gateway.log").read_bytes()
+
+                wait_until(listening, 300, what="gateway")
+                start = time.time() + 1.0
+                schedule = [start + 60.0 * i / args.rate for i in range(n)]
+                sent: list[str] = []
+                errors: list[str] = []
+                threads = [threading.Thread(target=paced_push, args=(port, f"SENDER{k}", schedule[k::args.senders],
+                                                                     lambda: one_study(template, args.instances),
+                                                                     sent, errors))
+                           for k in range(args.senders)]
+                with ProcessSampler(proc.pid) as sampler:
+                    for t in threads:
+                        t.start()
+                    for t in threads:
+                        t.join()
+                    db = sqlite3.connect(f"file:{tmp_path / 'spool' / 'state.sqlite'}?mode=ro", uri=True)
+
+                    def delivered() -> int:
+                        return db.execute("SELECT COUNT(*) FROM studies WHERE state='delivered'").fetchone()[0]
+
+                    wait_until(lambda: delivered() == n, 120 + 5 * n, interval=0.5, what=f"{n} SRs delivered")
+                    rows = db.execute("SELECT s.last_received, r.delivered FROM studies s JOIN srs r "
+                                      "ON r.sr_uid=s.sr_uid").fetchall()
+                    db.close()
+            finally:
+                proc.terminate()
+                proc.wait(60)
+                log.close()
+            per_study = {uid: len(orthanc.srs_of(uid)) for uid in sent}
+        latencies = sorted(d - r - args.quiet for r, d in rows)
+        span = max(d for _, d in rows) - start
+        cuts = statistics.quantiles(latencies, n=100, method="inclusive")
+        rss = [s[1] for s in sampler.samples]
+        fds = [s[2] for s in sampler.samples]
+        print(f"{args.mode}: {n} studies x {args.instances} CR instance(s) ({template.Rows}x{template.Columns}) from "
+              f"{args.senders} senders at {args.rate:g} studies/min offered, quiet {args.quiet:g} s, "
+              f"load average {Path('/proc/loadavg').read_text().split()[:3]}")
+        print(f"latency beyond the quiet period: p50 {cuts[49]:.2f} s, p95 {cuts[94]:.2f} s, p99 {cuts[98]:.2f} s, "
+              f"max {latencies[-1]:.2f} s; {60 * n / span:.1f} studies/min")
+        print(f"SRs in Orthanc: {sum(per_study.values())} for {n} studies; lost {sum(v == 0 for v in per_study.values())}, "
+              f"duplicated {sum(v > 1 for v in per_study.values())}; sender errors {len(errors)}")
+        print(f"gateway process: peak RSS {max(rss):.0f} MiB, open fds max {max(fds)}")
+        if args.mode == "soak":
+            quarter = max(1, len(rss) // 4)
+            print(f"soak {args.minutes:g} min: RSS first quarter mean {statistics.mean(rss[:quarter]):.0f} MiB, "
+                  f"last quarter {statistics.mean(rss[-quarter:]):.0f} MiB; fds first quarter max "
+                  f"{max(fds[:quarter])}, last quarter max {max(fds[-quarter:])}")
+            for t, r, f in sampler.samples[:: max(1, len(sampler.samples) // 10)]:
+                print(f"  t={t:6.0f} s  RSS {r:6.0f} MiB  fds {f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--studies", type=int, default=12, help="studies per configuration")
+    parser.add_argument("--mode", choices=("nagle", "load", "soak"), default="nagle")
+    parser.add_argument("--studies", type=int, default=12, help="studies per configuration (load: in total)")
     parser.add_argument("--quiet", type=float, default=0.5, help="gateway quiet period (s), excluded from latency")
     parser.add_argument("--config", type=Path, default=ROOT / "deploy" / "config.yaml", help="deploy app settings")
     parser.add_argument("--untrained", action="store_true", help="ignore the bundle: untrained small network")
+    parser.add_argument("--senders", type=int, default=8, help="load/soak: concurrent senders")
+    parser.add_argument("--rate", type=float, default=120.0, help="load/soak: offered studies per minute, in total")
+    parser.add_argument("--instances", type=int, default=1, help="load/soak: CR instances per study")
+    parser.add_argument("--minutes", type=float, default=20.0, help="soak: duration")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     import data_store  # the pydicom-data package
@@ -210,9 +365,15 @@ def main() -> None:
     config = PipelineConfig.from_mapping(settings, base_dir=args.config.parent)
     if args.untrained or not (config.bundle_root and (config.bundle_root / config.model_file).is_file()):
         print("model: untrained small network (no trained bundle used)")
-        config = PipelineConfig.from_mapping({**settings, "bundle_root": None})
+        bundle_names = yaml.safe_load((ROOT / "bundles" / "vecl_cxr" / "configs" / "inference.yaml").read_text())
+        settings = {**settings, "bundle_root": None, "findings": settings.get("findings") or bundle_names["class_names"]}
+        config = PipelineConfig.from_mapping(settings)
     else:
         print(f"model: bundle {config.bundle_root}")
+        settings = {**settings, "bundle_root": str(config.bundle_root)}
+    if args.mode != "nagle":
+        load(args, settings, template)
+        return
     pipeline = StudyPipeline(config)
     print(f"{args.studies} studies of 1 CR image ({template.Rows}x{template.Columns}), quiet {args.quiet} s, "
           f"{len(pipeline.thresholds)} findings, device {pipeline.device}, load average {Path('/proc/loadavg').read_text().split()[:3]}")

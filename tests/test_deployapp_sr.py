@@ -17,6 +17,7 @@ from monai_vecl.deploy.sr import (
     build_findings_sr,
     build_notice_sr,
     finding_concept,
+    read_findings,
 )
 
 ALGORITHM = AlgorithmInfo("VECL test", "1.2.3", ("score_mode=pnc",))
@@ -86,6 +87,12 @@ def test_standard_codes_for_cardiomegaly_and_the_cid_100_procedure(source):
     sr = build_findings_sr(source, FINDINGS, ALGORITHM)
     (procedure,) = [i for i in sr.ContentSequence if i.ConceptNameCodeSequence[0].CodeValue == "121058"]
     assert procedure.ConceptCodeSequence[0].CodeValue == PROCEDURE_REPORTED.value == "363679005"
+
+
+def test_findings_read_back_from_the_sr_are_the_ones_written(source):
+    back = read_findings(build_findings_sr(source, [*FINDINGS, SCORE_ONLY], ALGORITHM))
+    assert [(f.class_name, f.present) for f in back] == [(f.name, f.present) for f in [*FINDINGS, SCORE_ONLY]]
+    assert [f.score for f in back] == pytest.approx([f.score for f in [*FINDINGS, SCORE_ONLY]])
 
 
 def test_a_finding_without_threshold_has_its_score_and_no_call(source):

@@ -1,6 +1,8 @@
 """End to end with real PACS software: Orthanc pushes studies (REST API and DCMTK storescu) to the
 gateway, the gateway runs the deploy app (untrained tiny model) and the SR comes back into the same
-study in Orthanc, where DCMTK's dsrdump and dicom3tools' dciodvfy check it."""
+study in Orthanc, where DCMTK's dsrdump, dicom3tools' dciodvfy and pixelmed's DicomSRValidator check
+it. Late instances: nothing new unless the report changes, then a corrected SR naming its
+predecessor. A declined study gets a notice SR. An unreachable PACS is retried without giving up."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from pathlib import Path
 
 import pydicom
 import pytest
+from deployapp_dicom import pixelmed_errors
 from gateway_pacs import (
     FIXTURES,
     Orthanc,
@@ -79,17 +82,29 @@ def _sr_count_is(orthanc: Orthanc, study_uid: str, n: int) -> bool:
     return len(orthanc.srs_of(study_uid)) == n
 
 
+def _srs(orthanc: Orthanc, study_uid: str, tmp_path: Path) -> list[tuple[Path, pydicom.Dataset]]:
+    """The study's SRs as stored by Orthanc: the original first, then the correction naming its predecessor."""
+    found = []
+    for sr_id in orthanc.srs_of(study_uid):
+        path = orthanc.instance_file(sr_id, tmp_path / f"{sr_id}.dcm")
+        found.append((path, pydicom.dcmread(path)))
+    return sorted(found, key=lambda item: "PredecessorDocumentsSequence" in item[1])
+
+
+def _texts(sr: pydicom.Dataset) -> list[str]:
+    return [i.TextValue for c in sr.ContentSequence if c.ValueType == "CONTAINER" for i in c.ContentSequence
+            if i.ValueType == "TEXT"]
+
+
 def _check_sr(orthanc: Orthanc, study_uid: str, source: Path, tmp_path: Path) -> pydicom.Dataset:
     """The study's single SR: same study and patient as the source, and valid per dciodvfy and dsrdump."""
-    (sr_id,) = orthanc.srs_of(study_uid)
-    path = orthanc.instance_file(sr_id, tmp_path / f"{sr_id}.dcm")
-    sr = pydicom.dcmread(path)
+    ((path, sr),) = _srs(orthanc, study_uid, tmp_path)
     src = pydicom.dcmread(source, stop_before_pixels=True)
     assert sr.StudyInstanceUID == study_uid
     assert (sr.PatientID, sr.PatientName) == (src.PatientID, src.PatientName)
     assert sr.Modality == "SR" and sr.VerificationFlag == "UNVERIFIED"
     dump = subprocess.run(["dsrdump", str(path)], capture_output=True, text=True, timeout=60, check=False)
-    assert dump.returncode == 0 and "Certainty of Finding" in dump.stdout, dump.stderr
+    assert dump.returncode == 0 and "Procedure reported" in dump.stdout, dump.stderr
     check = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, timeout=60, check=False)
     errors = [line for line in (check.stdout + check.stderr).splitlines() if line.startswith("Error")]
     assert errors == [], errors
@@ -106,6 +121,7 @@ def test_rest_push_of_real_cr_j2k_phantom_rle_and_jpeg_ls_studies_returns_a_vali
         "phantom": phantom_dicom,
         "rle": compressed_study(tmp_path / "rle", 12, pydicom.uid.RLELossless),
         "jpeg-ls": compressed_study(tmp_path / "jls", 13, pydicom.uid.JPEGLSLossless),
+        "lateral only": write_study(tmp_path / "lat", 1, seed=14, view="LL")[0],
     }
     studies = {}
     for name, path in sources.items():
@@ -115,34 +131,47 @@ def test_rest_push_of_real_cr_j2k_phantom_rle_and_jpeg_ls_studies_returns_a_vali
         studies[name] = study_uid
     for name, study_uid in studies.items():
         wait_until(lambda u=study_uid: _sr_count_is(orthanc, u, 1), 60, what=f"SR of the {name} study")
-        _check_sr(orthanc, study_uid, sources[name], tmp_path)
+        sr = _check_sr(orthanc, study_uid, sources[name], tmp_path)
+        if name == "lateral only":  # declined, and the PACS is told so
+            assert _texts(sr) == ["Received; no findings produced: no frontal chest CR/DX image: lateral view"]
+        else:
+            assert not _texts(sr) and "Certainty of Finding" in str(sr.ContentSequence)
 
 
-def test_storescu_push_then_same_content_again_gives_no_second_sr_but_new_content_does(
+def test_late_instances_send_nothing_unless_the_report_changes_then_a_corrected_sr_names_its_predecessor(
     pacs_and_gateway, tmp_path: Path
 ) -> None:
     orthanc, gateway = pacs_and_gateway
-    files = write_study(tmp_path / "a", 2, seed=21)
-    study_uid = pydicom.dcmread(files[0]).StudyInstanceUID
-    for f in files:
-        orthanc.upload(f)
-    storescu(gateway.port, files)
+    (ap,) = write_study(tmp_path / "ap", 1, seed=21, view="AP")
+    study_uid = pydicom.dcmread(ap).StudyInstanceUID
+    orthanc.upload(ap)
+    storescu(gateway.port, [ap])
     wait_until(lambda: _sr_count_is(orthanc, study_uid, 1), 60, what="first SR")
     wait_until(lambda: gateway.state.counts()["sr_written"] == 0, 30, what="delivery recorded")
     delivered = gateway.state.counts()["delivered"]
     # Orthanc pushes the whole study back, our SR included: the images are known, the SR is ours.
     orthanc.push("VECL", orthanc.study_id(study_uid))
-    storescu(gateway.port, files)
+    storescu(gateway.port, [ap])
+    # A late lateral changes the study but not the report (the AP stays the scored image).
+    (lateral,) = write_study(tmp_path / "lat", 1, seed=22, study_uid=study_uid, view="LL")
+    storescu(gateway.port, [lateral])
+    wait_until(lambda: any(s.outcome == "unchanged after late instances" for s in gateway.state.studies()), 30,
+               what="the re-evaluation with an unchanged report")
     with pytest.raises(TimeoutError):
         wait_until(lambda: gateway.state.counts()["delivered"] != delivered or len(orthanc.srs_of(study_uid)) > 1,
                    QUIET * 6, what="a second SR that must not come")
-    extra = write_study(tmp_path / "b", 1, seed=22, study_uid=study_uid)
-    orthanc.upload(extra[0])
-    orthanc.push("VECL", orthanc.study_id(study_uid))
-    wait_until(lambda: _sr_count_is(orthanc, study_uid, 2), 60, what="SR of the changed study")
-    uids = {pydicom.dcmread(orthanc.instance_file(i, tmp_path / f"{i}.dcm")).SOPInstanceUID
-            for i in orthanc.srs_of(study_uid)}
-    assert len(uids) == 2
+    # A late PA is preferred over the AP: the findings change, so a corrected SR follows.
+    (pa,) = write_study(tmp_path / "pa", 1, seed=23, study_uid=study_uid, view="PA")
+    storescu(gateway.port, [pa])
+    wait_until(lambda: _sr_count_is(orthanc, study_uid, 2), 60, what="the corrected SR")
+    (_, first), (second_path, second) = _srs(orthanc, study_uid, tmp_path)
+    assert "PredecessorDocumentsSequence" not in first
+    predecessor = second.PredecessorDocumentsSequence[0].ReferencedSeriesSequence[0].ReferencedSOPSequence[0]
+    assert predecessor.ReferencedSOPInstanceUID == first.SOPInstanceUID != second.SOPInstanceUID
+    evidence = {sop.ReferencedSOPInstanceUID for series in second.CurrentRequestedProcedureEvidenceSequence[0]
+                .ReferencedSeriesSequence for sop in series.ReferencedSOPSequence}
+    assert evidence == {pydicom.dcmread(f).SOPInstanceUID for f in (ap, lateral, pa)}, "every examined image"
+    assert pixelmed_errors(second_path) == []
 
 
 def test_twenty_studies_from_four_concurrent_senders_give_twenty_distinct_srs(pacs_and_gateway, tmp_path: Path) -> None:
@@ -176,9 +205,11 @@ def test_sr_waits_for_a_down_pacs_and_lua_auto_route_does_not_loop(pipeline, tmp
         early = write_study(tmp_path / "early", 1, seed=41)
         early_uid = pydicom.dcmread(early[0]).StudyInstanceUID
         storescu(gateway_port, early)
-        wait_until(lambda: [s.attempts for s in service.state.studies()] >= [2], 60, what="failed delivery attempts")
+        # More attempts than the old give-up limit of 10: by default delivery never gives up.
+        wait_until(lambda: [s.attempts for s in service.state.studies()] >= [11], 60, what="failed delivery attempts")
         (pending,) = service.state.studies()
         assert pending.state == "sr_written" and pending.reason == "destination unreachable"
+        assert service.config.max_attempts is None
         lua = FIXTURES / "autoroute.lua"
         with Orthanc(tmp_path / "orthanc", {"VECL": ("VECL", gateway_port)}, lua=lua, stable_age=1,
                      dicom_port=orthanc_port) as orthanc:

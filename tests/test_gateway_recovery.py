@@ -1,11 +1,13 @@
 """The gateway as a real service process: SIGKILL mid-study and again mid-processing, restart,
-nothing lost, exactly one SR per study in Orthanc; ``status`` reports it without identifiers."""
+nothing lost, exactly one SR per study in Orthanc; a partial study waits the recovery grace period
+for the rest; ``status`` reports it without identifiers."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pydicom
@@ -36,7 +38,7 @@ def test_killed_mid_study_and_restarted_every_study_gets_exactly_one_sr(tmp_path
     port = free_port()
     with Orthanc(tmp_path / "orthanc", {}) as orthanc:
         config = gateway_yaml(tmp_path / "gateway.yaml", port=port, dest_port=orthanc.dicom_port,
-                              spool=tmp_path / "spool", quiet=4.0)
+                              spool=tmp_path / "spool", quiet=4.0, recovery_grace_seconds=4.0)
         partial = write_study(tmp_path / "partial", 4, seed=31)
         complete = write_study(tmp_path / "complete", 3, seed=32)
         uids = [pydicom.dcmread(s[0]).StudyInstanceUID for s in (partial, complete)]
@@ -73,3 +75,33 @@ def test_killed_mid_study_and_restarted_every_study_gets_exactly_one_sr(tmp_path
         identifiers = {str(v) for ds in headers for v in (ds.StudyInstanceUID, ds.SOPInstanceUID, ds.PatientID)}
         assert "listening as VECL" in log and "SR" in log
         assert [i for i in identifiers if i in log] == [], "logs must not carry identifiers"
+
+
+def test_killed_after_3_of_8_instances_and_resent_20_s_after_restart_gives_one_sr_of_all_8(tmp_path: Path) -> None:
+    port = free_port()
+    with Orthanc(tmp_path / "orthanc", {}) as orthanc:
+        config = gateway_yaml(tmp_path / "gateway.yaml", port=port, dest_port=orthanc.dicom_port,
+                              spool=tmp_path / "spool", quiet=1.0, recovery_grace_seconds=30.0)
+        files = write_study(tmp_path / "study", 8, seed=51)
+        study_uid = pydicom.dcmread(files[0]).StudyInstanceUID
+        gateway = GatewayProcess(config, port, tmp_path / "gateway.log")
+        try:
+            gateway.start()
+            storescu(port, files[:3])
+            gateway.kill()
+            gateway.start()
+            restarted = time.monotonic()
+            time.sleep(20.0)  # the sender resends the rest 20 s after the restart, long after quiet_seconds
+            assert orthanc.srs_of(study_uid) == [], "the partial study must wait the recovery grace period"
+            storescu(port, files[3:])
+            wait_until(lambda: orthanc.srs_of(study_uid), 60, interval=0.3, what="the SR")
+            assert time.monotonic() - restarted >= 30.0
+            time.sleep(3.0)  # several quiet periods: a second SR would come now
+        finally:
+            gateway.terminate()
+        (sr_id,) = orthanc.srs_of(study_uid)
+        sr = pydicom.dcmread(orthanc.instance_file(sr_id, tmp_path / "sr.dcm"))
+        evidence = {sop.ReferencedSOPInstanceUID for series in sr.CurrentRequestedProcedureEvidenceSequence[0]
+                    .ReferencedSeriesSequence for sop in series.ReferencedSOPSequence}
+        assert evidence == {pydicom.dcmread(f).SOPInstanceUID for f in files}, "made from all 8 instances"
+        assert "PredecessorDocumentsSequence" not in sr

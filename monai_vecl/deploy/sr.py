@@ -291,3 +291,38 @@ def add_predecessor(sr: Dataset, previous: Dataset) -> None:
     study.StudyInstanceUID = previous.StudyInstanceUID
     study.ReferencedSeriesSequence = [series]
     sr.PredecessorDocumentsSequence = [study]
+
+
+@dataclass(frozen=True)
+class ReportedFinding:
+    """One finding as read back from an SR: its score and its call (None: reported without a call)."""
+
+    class_name: str
+    score: float
+    present: bool | None
+
+
+def read_findings(sr: Dataset) -> list[ReportedFinding]:
+    """The findings of an SR built by :func:`build_findings_sr`, read from its content tree.
+
+    The class name comes from the ``class_name=`` algorithm parameter, the score from "Certainty
+    of Finding" (percent), the call from the qualitative evaluation when there is one.
+    """
+    certainty, present_code = codes.DCM.CertaintyOfFinding.value, codes.SCT.Present.value
+    found = []
+    for container in sr.ContentSequence:
+        if container.ValueType != "CONTAINER" or container.ConceptNameCodeSequence[0].CodeValue != "126010":
+            continue  # not "Imaging Measurements"
+        for group in container.ContentSequence:
+            name, score, present = None, None, None
+            for item in group.ContentSequence:
+                if item.ValueType == "NUM" and item.ConceptNameCodeSequence[0].CodeValue == certainty:
+                    score = float(item.MeasuredValueSequence[0].NumericValue) / 100.0
+                elif item.ValueType == "CODE" and item.ConceptNameCodeSequence[0].CodeValue != "121071":
+                    present = item.ConceptCodeSequence[0].CodeValue == present_code  # not the "Finding" item
+                elif item.ValueType == "TEXT" and item.TextValue.startswith("class_name="):  # TID 4019 parameter
+                    name = item.TextValue.removeprefix("class_name=")
+            if name is None or score is None:
+                raise ValueError("SR measurement group without class_name parameter or Certainty of Finding")
+            found.append(ReportedFinding(name, score, present))
+    return found

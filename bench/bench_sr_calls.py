@@ -1,0 +1,136 @@
+"""Benchmark: how good are the present/absent calls a site receives in the SRs?
+
+Phantom test-split studies are exported to DICOM (``monai_vecl.data.dicom_export``), run through the
+deploy pipeline (``StudyPipeline``: selection, preprocessing, zero-shot PNC, SR), the SRs are written
+and read back (``monai_vecl.deploy.sr.read_findings``), and the calls are compared with the phantom
+truth: per-finding precision, recall and F1 (scikit-learn). Two configurations in the same run, on
+the same SR-writing path:
+
+- calibrated: the bundle's ``models/thresholds.json`` (chosen on the validation split); findings
+  without a calibrated threshold get no call and are listed as such;
+- baseline: every finding called at the uncalibrated 0.5 (as a site threshold).
+
+Data: the phantom the training used (``bundles/vecl_cxr/outputs/phantom``) when it exists, else one
+generated with the training defaults (600 images, seed 0) under ``--phantom-dir``.
+
+Usage: python bench/bench_sr_calls.py [--bundle bundles/vecl_cxr] [--config deploy/config.yaml]
+                                      [--split test] [--limit N] [--thresholds PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import tempfile
+import time
+from pathlib import Path
+
+import pydicom
+from sklearn.metrics import f1_score, precision_score, recall_score
+
+from monai_vecl.data.dicom_export import export_dicom
+from monai_vecl.data.manifest import read_manifest
+from monai_vecl.deploy.pipeline import PipelineConfig, StudyPipeline, save_sr
+from monai_vecl.deploy.sr import read_findings
+from monai_vecl.training.dataset import resolve_manifest
+
+ROOT = Path(__file__).resolve().parents[1]
+TRAINING_PHANTOM = ROOT / "bundles" / "vecl_cxr" / "outputs" / "phantom" / "manifest.jsonl"
+
+
+def phantom_manifest(phantom_dir: Path) -> Path:
+    """The training's phantom when present (never regenerated here), else the bench's own copy."""
+    if TRAINING_PHANTOM.is_file():
+        return TRAINING_PHANTOM
+    return resolve_manifest(None, phantom_dir)
+
+
+def run_calls(pipeline: StudyPipeline, studies: list[tuple[Path, dict[str, int]]], out_dir: Path) -> dict:
+    """SRs for every study, read back: class name → (truth list, call list); plus uncalled names and timing."""
+    calls: dict[str, tuple[list[int], list[int]]] = {}
+    uncalled: set[str] = set()
+    started = time.perf_counter()
+    for dicom_path, truth in studies:
+        result = pipeline.process([dicom_path])
+        if not result.findings:
+            raise RuntimeError(f"{dicom_path.name}: no findings ({result.skipped_reason})")
+        sr = pydicom.dcmread(save_sr(result.sr, out_dir))
+        for finding in read_findings(sr):
+            if finding.class_name not in truth:
+                continue
+            if finding.present is None:
+                uncalled.add(finding.class_name)
+                continue
+            y_true, y_pred = calls.setdefault(finding.class_name, ([], []))
+            y_true.append(truth[finding.class_name])
+            y_pred.append(int(finding.present))
+    return {"calls": calls, "uncalled": uncalled, "seconds": time.perf_counter() - started}
+
+
+def scores(y_true: list[int], y_pred: list[int]) -> tuple[float, float, float]:
+    kw = {"zero_division": 0.0}
+    return precision_score(y_true, y_pred, **kw), recall_score(y_true, y_pred, **kw), f1_score(y_true, y_pred, **kw)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bundle", type=Path, default=ROOT / "bundles" / "vecl_cxr")
+    parser.add_argument("--config", type=Path, default=ROOT / "deploy" / "config.yaml")
+    parser.add_argument("--thresholds", default=None, help="thresholds file (default: the config's, in the bundle)")
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--limit", type=int, default=None, help="at most this many studies")
+    parser.add_argument("--phantom-dir", type=Path, default=Path(tempfile.gettempdir()) / "vecl-bench-phantom")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+
+    manifest = phantom_manifest(args.phantom_dir)
+    records = [r for r in read_manifest(manifest) if r.split == args.split and r.view in ("PA", "AP") and r.findings]
+    records = records[: args.limit] if args.limit else records
+    base = dataclasses.replace(PipelineConfig.from_yaml(args.config), bundle_root=args.bundle.resolve(), device="cpu")
+    if args.thresholds:
+        base = dataclasses.replace(base, thresholds_file=str(Path(args.thresholds).resolve()))
+    calibrated = StudyPipeline(base)
+    if calibrated.calibration is None:
+        print("WARNING: no calibrated thresholds file: the calibrated run makes no calls")
+    names = list(calibrated.thresholds)
+    baseline = StudyPipeline(dataclasses.replace(base, site_thresholds={n: 0.5 for n in names}))
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp_path = Path(tmp)
+        studies = [(export_dicom(r, manifest, tmp_path / "dicom" / f"{i:05d}.dcm"), r.findings)
+                   for i, r in enumerate(records)]
+        runs = {"calibrated": run_calls(calibrated, studies, tmp_path / "sr_calibrated"),
+                "0.5 baseline": run_calls(baseline, studies, tmp_path / "sr_baseline")}
+
+    table = calibrated.calibration
+    print(f"manifest {manifest} split {args.split}: {len(studies)} studies; model sha256 {calibrated.fingerprint[:16]}")
+    print(f"thresholds: {table.describe() if table else 'none'}"
+          + (f", file model_sha256 {table.model_sha256[:16]}" if table and table.model_sha256 else ""))
+    for label, run in runs.items():
+        print(f"{label}: {run['seconds']:.1f} s for {len(studies)} studies ({run['seconds'] / len(studies):.3f} s/study,"
+              " SR written and read back)")
+    print(f"\n{'finding':24} {'n_pos':>5} {'threshold':>9} {'P':>6} {'R':>6} {'F1':>6}   {'P@0.5':>6} {'R@0.5':>6}"
+          f" {'F1@0.5':>6}  dF1")
+    macro = {"calibrated": [], "0.5 baseline": []}
+    for name in names:
+        base_truth, base_pred = runs["0.5 baseline"]["calls"].get(name, ([], []))
+        if not base_truth:
+            continue
+        bp, br, bf = scores(base_truth, base_pred)
+        macro["0.5 baseline"].append(bf)
+        chosen = calibrated.thresholds[name].value
+        if name in runs["calibrated"]["uncalled"] or chosen is None:
+            print(f"{name:24} {sum(base_truth):5d} {'none':>9} {'no call':>20}   {bp:6.3f} {br:6.3f} {bf:6.3f}")
+            continue
+        cp, cr, cf = scores(*runs["calibrated"]["calls"][name])
+        macro["calibrated"].append(cf)
+        print(f"{name:24} {sum(base_truth):5d} {chosen:9.3f} {cp:6.3f} {cr:6.3f} {cf:6.3f}   {bp:6.3f} {br:6.3f}"
+              f" {bf:6.3f}  {cf - bf:+.3f}")
+    for label, values in macro.items():
+        if values:
+            print(f"macro F1 {label}: {sum(values) / len(values):.3f} over {len(values)} called findings")
+
+
+if __name__ == "__main__":
+    main()
