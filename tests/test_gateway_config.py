@@ -18,6 +18,11 @@ def test_example_config_loads_with_paths_relative_to_its_folder() -> None:
     assert config.spool_dir.is_relative_to(EXAMPLE.parent), "resolved against the file, not the working folder"
     assert config.host == "127.0.0.1", "loopback unless the operator says otherwise"
     assert config.peers and config.tcp_nodelay and config.quiet_seconds == 5
+    # Nothing silent, safe defaults: delivery retried forever with the next attempt within a minute,
+    # a random salt, metrics and health on loopback, a grace period after restarts.
+    assert config.max_attempts is None and config.backoff_max_seconds <= 60
+    assert config.uid_salt is None and config.monitoring_host == "127.0.0.1" and config.monitoring_port
+    assert config.recovery_grace_seconds >= 60 and config.network_timeout <= 15
 
 
 def _write(tmp_path: Path, doc: dict) -> Path:

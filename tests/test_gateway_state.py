@@ -160,3 +160,12 @@ def test_spool_write_is_atomic_and_hashes_names(tmp_path: Path) -> None:
     assert os.listdir(tmp_path / "spool" / "tmp") == []
     (tmp_path / "spool" / "tmp" / "x.part").write_bytes(b"half")
     assert spool.clear_tmp() == 1 and spool.instance_files() == [path]
+
+
+def test_deliver_now_makes_waiting_deliveries_due(store: StateStore) -> None:
+    _receive(store, "S1", "I1", "a", now=0.0)
+    store.promote_quiet(1.0, now=5.0)
+    store.sr_written(store.claim_next(now=5.0), "sr-1", Path("/out/1.dcm"), now=5.0)
+    store.delivery_failed(store.due_deliveries(now=5.0)[0], "destination unreachable", retry_at=65.0, now=5.0)
+    assert store.due_deliveries(now=10.0) == []
+    assert store.deliver_now(now=10.0) == 1 and [d.sr_uid for d in store.due_deliveries(now=10.0)] == ["sr-1"]
