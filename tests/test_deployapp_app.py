@@ -62,7 +62,10 @@ def test_app_writes_one_sr_per_frontal_chest_study_and_explains_the_rest(tmp_pat
 
     written = by_study[cr_study.StudyInstanceUID]
     sr_path = outbox / written["sr_file"]
-    assert sorted(p.name for p in outbox.iterdir()) == sorted([written["sr_file"], notice["sr_file"], "results.json"])
+    # the grounding SEG of the findings called present goes next to the SR (deploy.grounding, on by default)
+    assert written["seg_file"] and notice["seg_file"] is None
+    listed = [written["sr_file"], written["seg_file"], notice["sr_file"], "results.json"]
+    assert sorted(p.name for p in outbox.iterdir()) == sorted(listed)
     assert validate_sr(sr_path) == [] and validate_sr(outbox / notice["sr_file"]) == []
     sr = pydicom.dcmread(sr_path)
     assert sr.StudyInstanceUID == cr_study.StudyInstanceUID and sr.VerificationFlag == "UNVERIFIED"

@@ -343,9 +343,9 @@ class GatewayService:
         encoded = event.encoded_dataset()
         ds = decode(encoded)
         sop_uid = str(ds.get("SOPInstanceUID", ""))
-        if sop_uid and self.state.is_own_sr(sop_uid):
-            # A PACS routing the whole study back includes our SR: acknowledge, never process it.
-            log.info("ignored own SR %s routed back", self._h(sop_uid))
+        if sop_uid and (self.state.is_own_sr(sop_uid) or self._is_own_seg(ds, sop_uid)):
+            # A PACS routing the whole study back includes our SR (and SEG): acknowledge, never process it.
+            log.info("ignored own SR/SEG %s routed back", self._h(sop_uid))
             return SUCCESS
         accepted = check_instance(ds, event.request.AffectedSOPClassUID, self._accepted)
         # The digest leaves the file meta out: it names the sending AE, which is not content.
@@ -427,6 +427,8 @@ class GatewayService:
                 self._delivery_wake.set()
                 return
             sr_uid, path = self._write_sr(job, result.sr, key, previous)
+            if getattr(result, "seg", None) is not None:
+                self._write_seg(job, result.seg, sr_uid)
         except Exception as e:  # noqa: BLE001 - any app failure marks the study, the service goes on
             # Only the exception type: messages can quote header values (patient data).
             log.error("study %s: processing failed with %s", study, type(e).__name__)
@@ -455,6 +457,19 @@ class GatewayService:
         sr.save_as(buffer, enforce_file_format=True)
         return sr_uid, self.spool.write(self.spool.sr_path(job.study_uid, sr_uid), buffer.getvalue())
 
+    def _write_seg(self, job: Job, seg: Dataset, sr_uid: str) -> Path:
+        """Put the grounding SEG durably in the outbox under a UID derived from its SR's; delivery sends both."""
+        seg.SOPInstanceUID = seg_uid_for(sr_uid)
+        seg.file_meta.MediaStorageSOPInstanceUID = seg.SOPInstanceUID
+        buffer = BytesIO()
+        seg.save_as(buffer, enforce_file_format=True)
+        return self.spool.write(self.spool.sr_path(job.study_uid, seg.SOPInstanceUID), buffer.getvalue())
+
+    def _is_own_seg(self, ds: Dataset, sop_uid: str) -> bool:
+        """True for a SEG this gateway wrote (its outbox file exists)."""
+        study_uid = ds.get("StudyInstanceUID")
+        return bool(study_uid) and self.spool.sr_path(str(study_uid), sop_uid).is_file()
+
     @staticmethod
     def _previous_header(previous: SentReport, sr: Dataset) -> Dataset:
         """The replaced SR's header from the outbox; if that file is gone, its UID in this SR's series and class."""
@@ -479,8 +494,13 @@ class GatewayService:
 
     def _deliver(self, delivery: Delivery) -> None:
         study = self._h(delivery.study_uid)
+        seg_path = self.spool.sr_path(delivery.study_uid, seg_uid_for(delivery.sr_uid))
         try:
+            # the SR, then its grounding SEG if one was written: delivered means both are stored (a PACS
+            # that refuses SEG would retry forever; such a site sets deploy.grounding.enabled false)
             error = send_file(self.config, delivery.sr_path)
+            if error is None and seg_path.is_file():
+                error = send_file(self.config, seg_path)
         except Exception as e:  # noqa: BLE001 - e.g. TLS or file errors: count as a failed attempt
             error = f"{type(e).__name__} while sending"
         self.metrics.attempts.labels("ok" if error is None else "error").inc()
@@ -511,6 +531,11 @@ def report_sr_uid(app_sr_uid: str, report_key: str, predecessor_uid: str | None)
     stores once, while a changed report gets a new UID and never silently reuses the old one.
     """
     return generate_uid(entropy_srcs=[app_sr_uid, report_key, predecessor_uid or ""])
+
+
+def seg_uid_for(sr_uid: str) -> str:
+    """SOP Instance UID of the grounding SEG sent with the SR ``sr_uid``: versioned exactly as that SR is."""
+    return generate_uid(entropy_srcs=["grounding-seg", sr_uid])
 
 
 def _status(code: int, comment: str) -> Dataset:
