@@ -115,6 +115,12 @@ def pixelmed_errors(path: Path) -> list[str]:
     return [line for line in out.splitlines() if line.startswith("Error")]
 
 
+def evidence_uids(sr: Dataset) -> set[str]:
+    """SOP Instance UIDs in an SR's Current Requested Procedure Evidence Sequence."""
+    return {sop.ReferencedSOPInstanceUID for study in sr.CurrentRequestedProcedureEvidenceSequence
+            for series in study.ReferencedSeriesSequence for sop in series.ReferencedSOPSequence}
+
+
 def _name(item: Dataset) -> str:
     return item.ConceptNameCodeSequence[0].CodeMeaning
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pydicom
 import pytest
-from deployapp_dicom import make_dx, measurement_groups, pixelmed_errors, ramp, rg1_path, validate_sr
+from deployapp_dicom import evidence_uids, make_dx, measurement_groups, pixelmed_errors, ramp, rg1_path, validate_sr
 
 from monai_vecl.deploy.sr import (
     PRIVATE_SCHEME,
@@ -105,9 +105,7 @@ def test_a_finding_without_threshold_has_its_score_and_no_call(source):
 def test_evidence_lists_every_examined_image_and_a_replacement_names_its_predecessor(source, tmp_path):
     lateral = pydicom.dcmread(make_dx(tmp_path / "lat.dcm", ramp(), study_uid=source.StudyInstanceUID, view="LL"))
     first = build_findings_sr(source, FINDINGS, ALGORITHM, evaluated=[lateral, source])
-    refs = [sop.ReferencedSOPInstanceUID for series in first.CurrentRequestedProcedureEvidenceSequence[0]
-            .ReferencedSeriesSequence for sop in series.ReferencedSOPSequence]
-    assert sorted(refs) == sorted([source.SOPInstanceUID, lateral.SOPInstanceUID])
+    assert evidence_uids(first) == {source.SOPInstanceUID, lateral.SOPInstanceUID}
     second = build_findings_sr(source, [*FINDINGS, SCORE_ONLY], ALGORITHM, evaluated=[lateral, source])
     add_predecessor(second, first)
     predecessor = second.PredecessorDocumentsSequence[0]

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from deployapp_dicom import pixelmed_errors
+from deployapp_dicom import evidence_uids, pixelmed_errors
 from gateway_pacs import (
     FIXTURES,
     Orthanc,
@@ -168,9 +168,7 @@ def test_late_instances_send_nothing_unless_the_report_changes_then_a_corrected_
     assert "PredecessorDocumentsSequence" not in first
     predecessor = second.PredecessorDocumentsSequence[0].ReferencedSeriesSequence[0].ReferencedSOPSequence[0]
     assert predecessor.ReferencedSOPInstanceUID == first.SOPInstanceUID != second.SOPInstanceUID
-    evidence = {sop.ReferencedSOPInstanceUID for series in second.CurrentRequestedProcedureEvidenceSequence[0]
-                .ReferencedSeriesSequence for sop in series.ReferencedSOPSequence}
-    assert evidence == {pydicom.dcmread(f).SOPInstanceUID for f in (ap, lateral, pa)}, "every examined image"
+    assert evidence_uids(second) == {pydicom.dcmread(f).SOPInstanceUID for f in (ap, lateral, pa)}, "all examined"
     assert pixelmed_errors(second_path) == []
 
 

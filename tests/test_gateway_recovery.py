@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pydicom
 import pytest
+from deployapp_dicom import evidence_uids
 from gateway_pacs import (
     GatewayProcess,
     Orthanc,
@@ -101,7 +102,5 @@ def test_killed_after_3_of_8_instances_and_resent_20_s_after_restart_gives_one_s
             gateway.terminate()
         (sr_id,) = orthanc.srs_of(study_uid)
         sr = pydicom.dcmread(orthanc.instance_file(sr_id, tmp_path / "sr.dcm"))
-        evidence = {sop.ReferencedSOPInstanceUID for series in sr.CurrentRequestedProcedureEvidenceSequence[0]
-                    .ReferencedSeriesSequence for sop in series.ReferencedSOPSequence}
-        assert evidence == {pydicom.dcmread(f).SOPInstanceUID for f in files}, "made from all 8 instances"
+        assert evidence_uids(sr) == {pydicom.dcmread(f).SOPInstanceUID for f in files}, "made from all 8 instances"
         assert "PredecessorDocumentsSequence" not in sr
