@@ -103,3 +103,24 @@ def test_evaluation_run_writes_tables_and_overlay(tiny_phantom, tmp_path, method
     assert (tmp_path / "grounding_overlay.png").stat().st_size > 1000
     assert "| model |" in (tmp_path / "grounding.md").read_text()
     assert image_path(records[0], tiny_phantom).is_file()
+
+
+def test_bundle_step_reports_metrics_and_notes_missing_truth(tiny_phantom, tmp_path):
+    from types import SimpleNamespace
+
+    from monai_vecl.data.manifest import write_manifest
+
+    torch.manual_seed(0)
+    net = build_vecl("small", image_size=64, load_size=80, vit_num_layers=1).eval()
+    ev = SimpleNamespace(model=net, manifest=tiny_phantom, class_names=tuple(phantom.PHANTOM_CLASSES),
+                         output_dir=tmp_path / "eval", n_bootstrap=20)
+    out = ge.GroundingStep(split="train")(ev)
+    assert set(out["metrics"]) == {f"grounding_train_{k}" for k in ge.METRICS}
+    assert "model_vs_untrained" in out["summary"]["grounding"]["comparisons"]
+    assert (tmp_path / "eval" / "grounding" / "grounding_overlay.png").is_file()
+    bare = [r for r in read_manifest(tiny_phantom)]
+    for r in bare:
+        r.extra = {}
+    ev.manifest = write_manifest(bare, tiny_phantom.parent / "no_regions.jsonl")
+    note = ge.GroundingStep(split="train")(ev)["summary"]["grounding"]
+    assert "nothing to score" in note["note"] and note["positive_pairs_without_region"] > 0

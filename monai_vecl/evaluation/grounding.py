@@ -278,6 +278,11 @@ class GroundingEvaluation:
                             examples.append((gray, c, heat, truth[name]))
                     pairs["gaussian_prior"].add(i, c, prior, truth[name])
         n = len(records)
+        if not pairs["model"].image:
+            note = {"split": self.split, "images": n, "skipped": skipped.items, "positive_pairs_without_region": no_region,
+                    "note": "no present finding with region truth: nothing to score"}
+            (out / "grounding.json").write_text(json.dumps(note, indent=1), encoding="utf-8")
+            return note
         results = {k: summarize(p, self.class_names, n, self.n_bootstrap, self.seed) for k, p in pairs.items()}
         comparisons = {f"model_vs_{b}": compare(results["model"], results[b]) for b in results if b != "model"}
         summary = {
@@ -291,6 +296,39 @@ class GroundingEvaluation:
         if examples:
             overlay_grid(examples, self.class_names, out / "grounding_overlay.png")
         return summary
+
+
+@dataclass
+class GroundingStep:
+    """The grounding evaluation as an extra step of the bundle's ``evaluating`` workflow (``eval_extras``).
+
+    Writes ``grounding/`` (JSON, Markdown table, overlay grid) into the evaluation outputs; the untrained
+    baseline is the evaluated network's architecture freshly initialised with ``seed``. A manifest without
+    region truth for the split gives a note, not an error.
+    """
+
+    split: str = "test"
+    method: str = "attention"
+    layers: str = "all"
+    mode: str = "pnc"
+    max_images: int | None = None
+    seed: int = 0
+
+    def __call__(self, ev) -> dict[str, dict]:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            untrained = type(ev.model)(ev.model.config).to(next(ev.model.parameters()).device).eval()
+        summary = GroundingEvaluation(
+            ev.model, untrained, ev.manifest, ev.class_names, ev.output_dir / "grounding", self.split,
+            GroundingConfig(method=self.method, layers=self.layers), self.mode, n_bootstrap=ev.n_bootstrap,
+            seed=self.seed, max_images=self.max_images,
+        ).run()
+        if "comparisons" not in summary:
+            return {"summary": {"grounding": summary}}
+        macro = summary["results"]["model"]["macro"]
+        metrics = {f"grounding_{self.split}_{k}": macro[k] for k in METRICS}
+        return {"metrics": metrics, "summary": {"grounding": {k: summary[k] for k in ("split", "method", "comparisons")}
+                                                | {"model": macro}}}
 
 
 def write_table(summary: dict, path: Path) -> None:
