@@ -221,7 +221,8 @@ def test_phantom_dx_export_reads_back_as_its_png_and_gets_an_sr(pipeline, tmp_pa
 def test_config_file_and_validation(tmp_path):
     config = PipelineConfig.from_yaml(REPO / "deploy" / "config.yaml")
     assert config.bundle_root == REPO / "bundles" / "vecl_cxr"  # resolved against the YAML's folder
-    assert config.findings == () and config.thresholds_file == "models/thresholds.json" and config.sr.kind == "comprehensive3d"
+    assert config.findings == () and config.thresholds_file == "models/thresholds.json"
+    assert config.sr.kind == "comprehensive3d"
     with pytest.raises(ValueError, match="unknown keys"):
         PipelineConfig.from_mapping({"bundle_rot": "x"})
     with pytest.raises(ValueError, match=r"in \[0, 1\]"):

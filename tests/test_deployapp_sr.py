@@ -83,7 +83,8 @@ def test_one_group_per_finding_with_code_evaluation_certainty_and_algorithm(sour
 
 
 def test_standard_codes_for_cardiomegaly_and_the_cid_100_procedure(source):
-    assert finding_concept("Cardiomegaly").value == "8186001" and finding_concept("Cardiomegaly").scheme_designator == "SCT"
+    cardiomegaly = finding_concept("Cardiomegaly")
+    assert (cardiomegaly.value, cardiomegaly.scheme_designator) == ("8186001", "SCT")
     sr = build_findings_sr(source, FINDINGS, ALGORITHM)
     (procedure,) = [i for i in sr.ContentSequence if i.ConceptNameCodeSequence[0].CodeValue == "121058"]
     assert procedure.ConceptCodeSequence[0].CodeValue == PROCEDURE_REPORTED.value == "363679005"

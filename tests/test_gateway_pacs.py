@@ -6,9 +6,11 @@ predecessor. A declined study gets a notice SR. An unreachable PACS is retried w
 
 from __future__ import annotations
 
+import json
 import subprocess
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import pydicom
@@ -191,6 +193,15 @@ def test_twenty_studies_from_four_concurrent_senders_give_twenty_distinct_srs(pa
     per_study = {u: orthanc.srs_of(u) for u in study_uids}
     assert all(len(ids) == 1 for ids in per_study.values()), {u[-8:]: len(i) for u, i in per_study.items()}
     assert len({i for ids in per_study.values() for i in ids}) == 20
+    # The operator's view of the same run: Prometheus metrics and health on loopback.
+    base = f"http://127.0.0.1:{gateway.monitor.address[1]}"
+    wait_until(lambda: gateway.state.counts()["sr_written"] == 0, 30, what="deliveries recorded")
+    metrics = urllib.request.urlopen(f"{base}/metrics", timeout=10).read().decode()
+    values = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
+              if line and not line.startswith("#")}
+    assert values["vecl_push_to_sr_seconds_count"] >= 20, "one push-to-SR latency per delivered SR"
+    assert values['vecl_studies_processed_total{outcome="findings"}'] >= 20
+    assert json.loads(urllib.request.urlopen(f"{base}/health", timeout=10).read())["status"] == "ok"
 
 
 def test_sr_waits_for_a_down_pacs_and_lua_auto_route_does_not_loop(pipeline, tmp_path: Path) -> None:
