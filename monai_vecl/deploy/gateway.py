@@ -196,7 +196,7 @@ class GatewayService:
         return self._server.server_address[1]
 
     def start(self) -> None:
-        # The model loads first: recovery then restarts quiet periods right before we listen again.
+        # The model loads first: the recovery grace period then starts right before we listen again.
         if self._pipeline is None:
             self._pipeline = load_pipeline(self.config)
         requeued, held = self.state.recover(self.config.recovery_grace_seconds)
@@ -277,12 +277,11 @@ class GatewayService:
         return ae
 
     def _on_conn_open(self, event: evt.Event) -> None:
-        sock = event.assoc.dul.socket.socket
-        if sock is None:
-            return
         if self.config.tcp_nodelay:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        _set_keepalive(sock, self.config.keepalive_seconds)
+            _set_nodelay(event)
+        sock = event.assoc.dul.socket.socket
+        if sock is not None:
+            _set_keepalive(sock, self.config.keepalive_seconds)
 
     def _on_requested(self, event: evt.Event) -> None:
         """Accept or reject the association, logging every rejection with its reason."""
