@@ -124,3 +124,9 @@ def test_bundle_step_reports_metrics_and_notes_missing_truth(tiny_phantom, tmp_p
     ev.manifest = write_manifest(bare, tiny_phantom.parent / "no_regions.jsonl")
     note = ge.GroundingStep(split="train")(ev)["summary"]["grounding"]
     assert "nothing to score" in note["note"] and note["positive_pairs_without_region"] > 0
+
+
+def test_prompt_names_find_their_truth_by_finding_code():
+    masks = {"Edema": np.ones((2, 2), bool)}
+    assert ge._region_of(masks, "Pulmonary Edema") is masks["Edema"]
+    assert ge._region_of(masks, "Pneumothorax") is None

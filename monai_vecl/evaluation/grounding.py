@@ -37,7 +37,14 @@ from scipy import ndimage
 
 from monai_vecl.data.manifest import Record, image_path, read_manifest
 from monai_vecl.evaluation.metrics import F1_GRID
-from monai_vecl.evaluation.workflow import SkipLog, iter_image_batches, load_checkpoint, load_gray
+from monai_vecl.evaluation.workflow import (
+    SkipLog,
+    _code_or_none,
+    class_labels,
+    iter_image_batches,
+    load_checkpoint,
+    load_gray,
+)
 from monai_vecl.evaluation.zero_shot import ZeroShotClassifier, entail_probs, pnc
 from monai_vecl.grounding import Grounder, GroundingConfig, to_source_frame
 
@@ -67,6 +74,14 @@ def truth_masks(record: Record, manifest: str | os.PathLike, shape: tuple[int, i
         mask = out.setdefault(box["finding"], np.zeros(shape, bool))
         mask[max(0, math.floor(y0)) : max(0, math.ceil(y1)), max(0, math.floor(x0)) : max(0, math.ceil(x1))] = True
     return out
+
+
+def _region_of(truths: dict[str, np.ndarray], name: str) -> np.ndarray | None:
+    """The truth mask of a class: by name, else the one of the same taxonomy finding ("Edema" for "Pulmonary Edema")."""
+    if name in truths:
+        return truths[name]
+    code = _code_or_none(name)
+    return next((m for key, m in truths.items() if code is not None and _code_or_none(key) == code), None)
 
 
 def gaussian_prior(shape: tuple[int, int], sigma: float = PRIOR_SIGMA) -> np.ndarray:
@@ -259,24 +274,26 @@ class GroundingEvaluation:
         pairs = {k: PairSet() for k in [*grounders, "gaussian_prior"]}
         skipped, no_region, examples = SkipLog(), 0, []
         size, load = self.network.image_size, self.network.load_size
+        labels = class_labels(records, self.class_names)  # prompt names match findings by name or finding code
         for idx, images in iter_image_batches(records, self.manifest, size, load, self.batch_size, skipped):
             maps = {k: g.maps(images) for k, g in grounders.items()}
             for b, i in enumerate(idx):
                 gray = load_gray(image_path(records[i], self.manifest))
-                truth = truth_masks(records[i], self.manifest, gray.shape)
+                truths = truth_masks(records[i], self.manifest, gray.shape)
                 prior = gaussian_prior(gray.shape)
                 for c, name in enumerate(self.class_names):
-                    if not (records[i].findings or {}).get(name):
+                    if labels[i, c] != 1:
                         continue
-                    if name not in truth or not truth[name].any():
+                    truth = _region_of(truths, name)
+                    if truth is None or not truth.any():
                         no_region += 1
                         continue
                     for k in grounders:
                         heat = to_source_frame(maps[k][b, c], gray.shape, load).numpy()
-                        pairs[k].add(i, c, heat, truth[name])
+                        pairs[k].add(i, c, heat, truth)
                         if k == "model" and len(examples) < self.overlay_pairs and c not in [e[1] for e in examples]:
-                            examples.append((gray, c, heat, truth[name]))
-                    pairs["gaussian_prior"].add(i, c, prior, truth[name])
+                            examples.append((gray, c, heat, truth))
+                    pairs["gaussian_prior"].add(i, c, prior, truth)
         n = len(records)
         if not pairs["model"].image:
             note = {"split": self.split, "images": n, "skipped": skipped.items, "positive_pairs_without_region": no_region,
