@@ -130,3 +130,19 @@ def test_prompt_names_find_their_truth_by_finding_code():
     masks = {"Edema": np.ones((2, 2), bool)}
     assert ge._region_of(masks, "Pulmonary Edema") is masks["Edema"]
     assert ge._region_of(masks, "Pneumothorax") is None
+
+
+def test_chestxdet10_fixtures_run_through_the_same_evaluation(tmp_path):
+    from monai_vecl.data.manifest import write_manifest
+    from monai_vecl.taxonomy import ZERO_SHOT_CLASSES
+
+    records, _ = readers.read_chestxdet10(FIXTURES / "chestxdet10")
+    manifest = write_manifest(records, tmp_path / "det10.jsonl")
+    torch.manual_seed(0)
+    net = build_vecl("small", image_size=64, load_size=80, vit_num_layers=1).eval()
+    summary = ge.GroundingEvaluation(net, None, manifest, ZERO_SHOT_CLASSES["chestxdet10"], tmp_path / "out",
+                                     n_bootstrap=20).run()
+    model = summary["results"]["model"]
+    assert model["macro"]["n_pairs"] == 2 and set(model["per_finding"]) == {"Atelectasis", "Pleural Effusion"}
+    assert [Path(s["image"]).name for s in summary["skipped"]] == ["70003.png"]  # the corrupt image, counted
+    assert summary["positive_pairs_without_region"] == 0
