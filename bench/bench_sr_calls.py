@@ -13,8 +13,12 @@ the same SR-writing path:
 Data: the phantom the training used (``bundles/vecl_cxr/outputs/phantom``) when it exists, else one
 generated with the training defaults (600 images, seed 0) under ``--phantom-dir``.
 
+``--calibrate PATH`` (for a bundle whose evaluation wrote no thresholds file): first choose max-F1
+thresholds on the validation split with the evaluation's ``choose_thresholds``, from scores of the
+same deploy path, write them to PATH with :func:`monai_vecl.thresholds.save_thresholds`, then use them.
+
 Usage: python bench/bench_sr_calls.py [--bundle bundles/vecl_cxr] [--config deploy/config.yaml]
-                                      [--split test] [--limit N] [--thresholds PATH]
+                                      [--split test] [--limit N] [--thresholds PATH | --calibrate PATH]
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import pydicom
 from sklearn.metrics import f1_score, precision_score, recall_score
 
@@ -33,6 +38,8 @@ from monai_vecl.data.dicom_export import export_dicom
 from monai_vecl.data.manifest import read_manifest
 from monai_vecl.deploy.pipeline import PipelineConfig, StudyPipeline, save_sr
 from monai_vecl.deploy.sr import read_findings
+from monai_vecl.evaluation.metrics import choose_thresholds
+from monai_vecl.thresholds import ThresholdTable, save_thresholds
 from monai_vecl.training.dataset import resolve_manifest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,6 +75,17 @@ def run_calls(pipeline: StudyPipeline, studies: list[tuple[Path, dict[str, int]]
     return {"calls": calls, "uncalled": uncalled, "seconds": time.perf_counter() - started}
 
 
+def calibrate(pipeline: StudyPipeline, studies: list[tuple[Path, dict[str, int]]], out: Path) -> Path:
+    """Max-F1 thresholds on these (validation) studies, from the deploy path's own scores."""
+    names = list(pipeline.thresholds)
+    y = np.array([[truth.get(n, -1) for n in names] for _, truth in studies], dtype=float)
+    s = np.array([[pipeline.process([path]).scores[n] for n in names] for path, _ in studies])
+    chosen = choose_thresholds(y, s).f1
+    table = ThresholdTable({n: float(t) for n, t in zip(names, chosen) if np.isfinite(t)}, pipeline.config.score_mode,
+                           "validate", "max_f1", model_sha256=pipeline.fingerprint)
+    return save_thresholds(table, out)
+
+
 def scores(y_true: list[int], y_pred: list[int]) -> tuple[float, float, float]:
     kw = {"zero_division": 0.0}
     return precision_score(y_true, y_pred, **kw), recall_score(y_true, y_pred, **kw), f1_score(y_true, y_pred, **kw)
@@ -78,6 +96,8 @@ def main() -> None:
     parser.add_argument("--bundle", type=Path, default=ROOT / "bundles" / "vecl_cxr")
     parser.add_argument("--config", type=Path, default=ROOT / "deploy" / "config.yaml")
     parser.add_argument("--thresholds", default=None, help="thresholds file (default: the config's, in the bundle)")
+    parser.add_argument("--calibrate", type=Path, default=None,
+                        help="choose thresholds on the validation split first and write them here")
     parser.add_argument("--split", default="test")
     parser.add_argument("--limit", type=int, default=None, help="at most this many studies")
     parser.add_argument("--phantom-dir", type=Path, default=Path(tempfile.gettempdir()) / "vecl-bench-phantom")
@@ -88,6 +108,15 @@ def main() -> None:
     records = [r for r in read_manifest(manifest) if r.split == args.split and r.view in ("PA", "AP") and r.findings]
     records = records[: args.limit] if args.limit else records
     base = dataclasses.replace(PipelineConfig.from_yaml(args.config), bundle_root=args.bundle.resolve(), device="cpu")
+    if args.calibrate:
+        validation = [r for r in read_manifest(manifest) if r.split == "validate" and r.view in ("PA", "AP")
+                      and r.findings]
+        with tempfile.TemporaryDirectory() as tmp:
+            exported = [(export_dicom(r, manifest, Path(tmp) / f"{i:05d}.dcm"), r.findings)
+                        for i, r in enumerate(validation)]
+            scorer = StudyPipeline(dataclasses.replace(base, thresholds_file=None))
+            args.thresholds = calibrate(scorer, exported, args.calibrate)
+        print(f"calibrated on {len(validation)} validation studies -> {args.thresholds}")
     if args.thresholds:
         base = dataclasses.replace(base, thresholds_file=str(Path(args.thresholds).resolve()))
     calibrated = StudyPipeline(base)

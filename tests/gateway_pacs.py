@@ -261,7 +261,7 @@ class GatewayProcess:
         self.config, self.port, self.log_path = config, port, log
         self.proc: subprocess.Popen | None = None
 
-    def start(self, timeout: float = 120) -> GatewayProcess:
+    def start(self, timeout: float = 300) -> GatewayProcess:
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the process; closed in kill/terminate
         self.proc = subprocess.Popen(

@@ -222,12 +222,12 @@ def test_sr_waits_for_a_down_pacs_and_lua_auto_route_does_not_loop(pipeline, tmp
         lua = FIXTURES / "autoroute.lua"
         with Orthanc(tmp_path / "orthanc", {"VECL": ("VECL", gateway_port)}, lua=lua, stable_age=1,
                      dicom_port=orthanc_port) as orthanc:
-            wait_until(lambda: _sr_count_is(orthanc, early_uid, 1), 60, what="the kept SR once the PACS is up")
+            wait_until(lambda: _sr_count_is(orthanc, early_uid, 1), 180, what="the kept SR once the PACS is up")
             routed = write_study(tmp_path / "routed", 2, seed=42)
             routed_uid = pydicom.dcmread(routed[0]).StudyInstanceUID
             for f in routed:
                 orthanc.upload(f)
-            wait_until(lambda: _sr_count_is(orthanc, routed_uid, 1), 60, what="SR of the auto-routed study")
+            wait_until(lambda: _sr_count_is(orthanc, routed_uid, 1), 180, what="SR of the auto-routed study")
             # The SR made the study unstable; once stable again the script runs and must not re-route.
             study_id = orthanc.study_id(routed_uid)
             wait_until(lambda: orthanc.get(f"/studies/{study_id}")["IsStable"], 30, what="study stable again")
