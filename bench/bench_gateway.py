@@ -262,7 +262,7 @@ def paced_push(port: int, calling: str, due_times: list[float], make: Callable[[
         sent.append(str(instances[0].StudyInstanceUID))
 
 
-def load(args: argparse.Namespace, settings: dict, template: pydicom.Dataset) -> None:
+def load(args: argparse.Namespace, settings: dict, template: pydicom.Dataset, workers: int) -> None:
     """K senders push N studies (``--instances`` CR images each) at ``--rate`` studies/min in total to the
     gateway process, which delivers each SR to a real Orthanc. ``soak`` runs for ``--minutes`` instead.
 
@@ -280,7 +280,7 @@ def load(args: argparse.Namespace, settings: dict, template: pydicom.Dataset) ->
         with Orthanc(tmp_path / "orthanc", {}) as orthanc:
             section = {
                 "ae_title": "VECL", "port": port, "quiet_seconds": args.quiet, "poll_seconds": 0.05,
-                "spool_dir": str(tmp_path / "spool"), "monitoring_port": free_port(),
+                "spool_dir": str(tmp_path / "spool"), "monitoring_port": free_port(), "processing_workers": workers,
                 "destination": {"ae_title": "ORTHANC", "host": "127.0.0.1", "port": orthanc.dicom_port},
                 "peers": [{"ae_title": f"SENDER{k}"} for k in range(args.senders)],
             }
@@ -328,9 +328,9 @@ def load(args: argparse.Namespace, settings: dict, template: pydicom.Dataset) ->
         cuts = statistics.quantiles(latencies, n=100, method="inclusive")
         rss = [s[1] for s in sampler.samples]
         fds = [s[2] for s in sampler.samples]
-        print(f"{args.mode}: {n} studies x {args.instances} CR instance(s) ({template.Rows}x{template.Columns}) from "
-              f"{args.senders} senders at {args.rate:g} studies/min offered, quiet {args.quiet:g} s, "
-              f"load average {Path('/proc/loadavg').read_text().split()[:3]}")
+        print(f"{args.mode}, {workers} processing worker(s): {n} studies x {args.instances} CR instance(s) "
+              f"({template.Rows}x{template.Columns}) from {args.senders} senders at {args.rate:g} studies/min offered, "
+              f"quiet {args.quiet:g} s, load average {Path('/proc/loadavg').read_text().split()[:3]}")
         print(f"latency beyond the quiet period: p50 {cuts[49]:.2f} s, p95 {cuts[94]:.2f} s, p99 {cuts[98]:.2f} s, "
               f"max {latencies[-1]:.2f} s; {60 * n / span:.1f} studies/min")
         print(f"SRs in Orthanc: {sum(per_study.values())} for {n} studies; lost {sum(v == 0 for v in per_study.values())}, "
@@ -356,6 +356,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=120.0, help="load/soak: offered studies per minute, in total")
     parser.add_argument("--instances", type=int, default=1, help="load/soak: CR instances per study")
     parser.add_argument("--minutes", type=float, default=20.0, help="soak: duration")
+    parser.add_argument("--workers", type=int, nargs="+", default=[1], help="load/soak: processing_workers, one run each")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     import data_store  # the pydicom-data package
@@ -372,7 +373,8 @@ def main() -> None:
         print(f"model: bundle {config.bundle_root}")
         settings = {**settings, "bundle_root": str(config.bundle_root)}
     if args.mode != "nagle":
-        load(args, settings, template)
+        for workers in args.workers:
+            load(args, settings, template, workers)
         return
     pipeline = StudyPipeline(config)
     print(f"{args.studies} studies of 1 CR image ({template.Rows}x{template.Columns}), quiet {args.quiet} s, "

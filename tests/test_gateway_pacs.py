@@ -58,6 +58,7 @@ def pacs_and_gateway(tmp_path_factory: pytest.TempPathFactory, pipeline):
             destination=Destination("ORTHANC", "127.0.0.1", orthanc.dicom_port),
             peers=(Peer("ORTHANC", ("127.0.0.1",)), Peer("STORESCU"), *(Peer(s) for s in SENDERS)),
             spool_dir=root / "spool", port=gateway_port, monitoring_port=0, quiet_seconds=QUIET, poll_seconds=0.05,
+            processing_workers=2,  # two app threads: each study still gets exactly one SR
         )
         service = GatewayService(config, pipeline=pipeline)
         service.start()

@@ -2,7 +2,7 @@
 and sends the resulting SR back to the PACS.
 
 Threads: pynetdicom runs one thread per association (C-STORE handler: check, spool durably,
-record, answer); one processing thread runs the app study by study (the model is loaded once);
+record, answer); ``processing_workers`` threads run the app, one study each (the model is loaded once);
 one delivery thread sends SRs with retries and capped exponential backoff (forever by default);
 one HTTP thread serves metrics and health (:mod:`monai_vecl.deploy.gateway_monitor`). All
 hand-over happens through the on-disk state machine (:mod:`monai_vecl.deploy.state`), so a kill
@@ -219,8 +219,11 @@ class GatewayService:
             (self.config.host, self.config.port), block=False, evt_handlers=handlers,
             ssl_context=tls.server_context() if tls else None,
         )
-        workers = ((self._process_step, self._process_wake, "vecl-process"),
-                   (self._deliver_step, self._delivery_wake, "vecl-deliver"))
+        # Several processing threads overlap one study's Python-bound work (decoding, SR building)
+        # with another's network scoring; studies are claimed atomically, so each runs once.
+        workers = [(self._process_step, self._process_wake, f"vecl-process-{i}")
+                   for i in range(self.config.processing_workers)]
+        workers.append((self._deliver_step, self._delivery_wake, "vecl-deliver"))
         for step, wake, name in workers:
             t = threading.Thread(target=self._guarded_loop, args=(step, wake), name=name, daemon=True)
             t.start()

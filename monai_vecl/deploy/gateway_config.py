@@ -82,6 +82,7 @@ class GatewayConfig:
     tcp_nodelay: bool = True
     accepted_sop_classes: tuple[str, ...] = DEFAULT_SOP_CLASSES
     max_associations: int = 16
+    processing_workers: int = 1
     network_timeout: float = 15.0
     acse_timeout: float = 10.0
     keepalive_seconds: int = 20
@@ -98,6 +99,8 @@ class GatewayConfig:
     pipeline: Any = None
 
     def __post_init__(self) -> None:
+        if self.processing_workers < 1:
+            raise ValueError("gateway processing_workers must be >= 1")
         if self.max_attempts is not None and self.max_attempts < 1:
             raise ValueError("gateway max_attempts must be >= 1, or null to retry delivery forever")
         if not 0 < self.backoff_seconds <= self.backoff_max_seconds:
