@@ -21,11 +21,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from monai_vecl.relations import ENTAIL, relation_targets
+from monai_vecl.relations import CONTRADICT, ENTAIL, NEUTRAL, relation_targets
 
 LOSS_KINDS = ("vecl", "vecl_paper", "no_entailment", "bce", "ce", "clip")
 _DIAGONAL_WEIGHT = 1.5  # reference code
 _REFERENCE_SCALE = 0.25  # reference code
+CHANNEL_NAMES = {ENTAIL: "entail", NEUTRAL: "neutral", CONTRADICT: "contradict"}
 
 
 def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -47,10 +48,19 @@ def soft_info_nce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return 0.5 * (soft_cross_entropy(logits, target) + soft_cross_entropy(logits.T, target.T))
 
 
-def diagonal_cross_entropy(logits: torch.Tensor) -> torch.Tensor:
-    """Hard cross-entropy with the diagonal as the target, summed over both axes."""
-    labels = torch.arange(logits.shape[0], device=logits.device)
-    return F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)
+def diagonal_cross_entropy(logits: torch.Tensor, sentences_per_image: int = 1) -> torch.Tensor:
+    """Cross-entropy with each image's own sentences as the target, summed over both axes.
+
+    ``logits`` is [N, k·N] with sentence j drawn from image j // k. With k = 1 both axes are hard
+    cross-entropy on the diagonal (the reference term); with k > 1 an image's target is spread
+    evenly over its k sentences, and each sentence still has exactly one own image.
+    """
+    n, m = logits.shape
+    owner = torch.arange(m, device=logits.device) // sentences_per_image
+    if sentences_per_image == 1:
+        return F.cross_entropy(logits, owner) + F.cross_entropy(logits.T, owner)
+    own = (owner[None, :] == torch.arange(n, device=logits.device)[:, None]).float()
+    return soft_cross_entropy(logits, own) + F.cross_entropy(logits.T, owner)
 
 
 class VECLLoss(nn.Module):
@@ -67,12 +77,17 @@ class VECLLoss(nn.Module):
         negatives: str = "closed_world",
         entail_diagonal: bool = True,
         mixed: str = "contradict",
+        sentences_per_image: int = 1,
     ):
         super().__init__()
         if kind not in LOSS_KINDS:
             raise ValueError(f"kind must be one of {LOSS_KINDS}, got {kind!r}")
+        if not isinstance(sentences_per_image, int) or isinstance(sentences_per_image, bool) or sentences_per_image < 1:
+            raise ValueError(f"sentences_per_image must be an integer >= 1, got {sentences_per_image!r}")
         self.kind = kind
-        self.target_options = {"negatives": negatives, "entail_diagonal": entail_diagonal, "mixed": mixed}
+        self.sentences_per_image = sentences_per_image
+        self.target_options = {"negatives": negatives, "entail_diagonal": entail_diagonal, "mixed": mixed,
+                               "sentences_per_image": sentences_per_image}
 
     def targets(self, image_mh: torch.Tensor, sentence_mh: torch.Tensor) -> torch.Tensor:
         """Relation targets [N, N, 3] for this loss's options."""
@@ -81,31 +96,75 @@ class VECLLoss(nn.Module):
     def forward(
         self, i2t: torch.Tensor, t2i: torch.Tensor, image_mh: torch.Tensor, sentence_mh: torch.Tensor
     ) -> torch.Tensor:
-        """Loss of one batch of N (image, sampled sentence) pairs; logits [N, N, 3] per direction."""
-        n = image_mh.shape[0]
-        expected = (n, n, 3)
+        """Loss of a batch of N images with k sampled sentences each; logits [N, k·N, 3] per direction."""
+        return sum(self.terms(i2t, t2i, image_mh, sentence_mh).values())
+
+    def terms(
+        self, i2t: torch.Tensor, t2i: torch.Tensor, image_mh: torch.Tensor, sentence_mh: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """The loss as named, already weighted terms (``i2t/entail``, ``t2i/diagonal``, ...) that sum to it.
+
+        Training logs them, and the diagnostics bench sets each against its floor (:func:`loss_floors`).
+        """
+        n, k = image_mh.shape[0], self.sentences_per_image
+        expected = (n, k * n, 3)
         for name, logits in (("i2t", i2t), ("t2i", t2i)):
             if tuple(logits.shape) != expected:
-                raise ValueError(f"{name} logits must have shape {expected} for a batch of {n} pairs, got {tuple(logits.shape)}")
-        if sentence_mh.shape[0] != n:
-            raise ValueError(f"{n} images but {sentence_mh.shape[0]} sentences: VECL pairs each image with one sentence")
+                raise ValueError(f"{name} logits must have shape {expected} for {n} images with {k} sentence(s) "
+                                 f"each, got {tuple(logits.shape)}")
+        if sentence_mh.shape[0] != k * n:
+            raise ValueError(f"{n} images but {sentence_mh.shape[0]} sentences: VECL pairs each image with {k} "
+                             "sentence(s) of its own report")
         target = None if self.kind == "clip" else self.targets(image_mh, sentence_mh).to(i2t.device)
-        return self.direction_loss(i2t.float(), target) + self.direction_loss(t2i.float(), target)
+        out: dict[str, torch.Tensor] = {}
+        for direction, logits in (("i2t", i2t.float()), ("t2i", t2i.float())):
+            for name, value in self.direction_terms(logits, target).items():
+                out[f"{direction}/{name}"] = value
+        return out
 
-    def direction_loss(self, logits: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
-        """Loss of one direction's logits [N, N, 3] against relation targets [N, N, 3]."""
+    def direction_terms(self, logits: torch.Tensor, target: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        """Weighted terms of one direction's logits [N, N, 3] against relation targets [N, N, 3]."""
         entail = logits[..., ENTAIL]
         if self.kind == "clip":
-            return 0.5 * diagonal_cross_entropy(entail)
+            return {"diagonal": 0.5 * diagonal_cross_entropy(entail, self.sentences_per_image)}
         if self.kind == "bce":
-            return F.binary_cross_entropy_with_logits(logits, target)
+            return {"bce": F.binary_cross_entropy_with_logits(logits, target)}
         if self.kind == "ce":
-            return F.cross_entropy(logits.reshape(-1, 3), target.reshape(-1, 3).argmax(dim=1))
-        if self.kind == "no_entailment":
-            channels = (ENTAIL,)
-        else:
-            channels = range(3)
-        loss = sum(soft_info_nce(logits[..., c], target[..., c]) for c in channels)
-        if self.kind == "vecl_paper":
-            return loss
-        return _REFERENCE_SCALE * (loss + _DIAGONAL_WEIGHT * diagonal_cross_entropy(entail))
+            return {"ce": F.cross_entropy(logits.reshape(-1, 3), target.reshape(-1, 3).argmax(dim=1))}
+        channels = (ENTAIL,) if self.kind == "no_entailment" else range(3)
+        scale = 1.0 if self.kind == "vecl_paper" else _REFERENCE_SCALE
+        terms = {CHANNEL_NAMES[c]: scale * soft_info_nce(logits[..., c], target[..., c]) for c in channels}
+        if self.kind != "vecl_paper":
+            terms["diagonal"] = scale * _DIAGONAL_WEIGHT * diagonal_cross_entropy(entail, self.sentences_per_image)
+        return terms
+
+
+def soft_cross_entropy_floor(target: torch.Tensor) -> torch.Tensor:
+    """Smallest value :func:`soft_cross_entropy` can take for ``target``: the mean entropy of its normalised rows."""
+    mass = target.sum(dim=1, keepdim=True)
+    valid = mass.squeeze(1) > 0
+    if not bool(valid.any()):
+        return target.new_zeros(())
+    p = target[valid] / mass[valid]
+    return -(p * torch.log(p.clamp_min(1e-30))).sum(dim=1).mean()
+
+
+def loss_floors(loss: VECLLoss, image_mh: torch.Tensor, sentence_mh: torch.Tensor) -> dict[str, float]:
+    """Floor of every soft-InfoNCE term of ``loss.terms`` (same names and weights), from the targets alone.
+
+    A soft InfoNCE term cannot go below the entropy of its normalised targets, so "term - floor" is
+    what is left to learn. The hard diagonal terms (and ``clip``, ``bce``, ``ce``) have floor 0 here,
+    although batches with repeated sentences keep them above it.
+    """
+    if loss.kind in ("clip", "bce", "ce"):
+        return {}
+    target = loss.targets(image_mh, sentence_mh)
+    channels = (ENTAIL,) if loss.kind == "no_entailment" else range(3)
+    scale = 1.0 if loss.kind == "vecl_paper" else _REFERENCE_SCALE
+    floors = {}
+    for c in channels:
+        t = target[..., c]
+        value = scale * 0.5 * (soft_cross_entropy_floor(t) + soft_cross_entropy_floor(t.T))
+        for direction in ("i2t", "t2i"):
+            floors[f"{direction}/{CHANNEL_NAMES[c]}"] = float(value)
+    return floors

@@ -52,6 +52,7 @@ def relation_targets(
     negatives: str = "closed_world",
     entail_diagonal: bool = True,
     mixed: str = "contradict",
+    sentences_per_image: int = 1,
 ) -> torch.Tensor:
     """One-hot relation targets of shape [N_img, N_sent, 3] (entail, neutral, contradict).
 
@@ -59,8 +60,10 @@ def relation_targets(
         image_mh: [N, 49] multi-hot of each image's signed labels (may be all zero: nothing known).
         sentence_mh: [M, 49] multi-hot of each sentence's signed labels (at least one label each).
         negatives: ``"closed_world"`` (reference code, default) or ``"open_world"`` (paper).
-        entail_diagonal: force pairs (i, i) for i < min(N, M) to entail, as the reference code does
-            for an image and its own sampled sentence.
+        entail_diagonal: force every image and its own sampled sentence to entail, as the reference
+            code does: pairs (i, i) for i < min(N, M) with one sentence per image.
+        sentences_per_image: k sentences drawn per image, image-major (sentence j belongs to image
+            j // k); with ``entail_diagonal`` the pairs (j // k, j) are forced to entail.
         mixed: precedence when the image holds both ``k+`` and ``k-`` (see the module docstring).
     """
     _check_options(negatives, mixed)
@@ -89,10 +92,10 @@ def relation_targets(
     contradict = (conflicts > 0) & ~no_mention
     entail = (unsupported == 0) & ~contradict & ~no_mention
     if entail_diagonal:
-        k = min(img.shape[0], sent.shape[0])
-        idx = torch.arange(k, device=img.device)
-        entail[idx, idx] = True
-        contradict[idx, idx] = False
+        cols = torch.arange(min(img.shape[0] * sentences_per_image, sent.shape[0]), device=img.device)
+        rows = cols // sentences_per_image
+        entail[rows, cols] = True
+        contradict[rows, cols] = False
     neutral = ~(entail | contradict)
     return torch.stack([entail, neutral, contradict], dim=-1).float()
 

@@ -40,7 +40,7 @@ def batch() -> tuple[torch.Tensor, list[str], torch.Tensor, torch.Tensor]:
 
 
 def loss_and_grads(step: nn.Module, network: nn.Module, images, texts, image_mh, sentence_mh):
-    loss, logits = step(images, texts, image_mh, sentence_mh)
+    loss, logits, _ = step(images, texts, image_mh, sentence_mh)
     loss.backward()
     return loss.detach(), logits, {k: p.grad.clone() for k, p in network.named_parameters() if p.grad is not None}
 

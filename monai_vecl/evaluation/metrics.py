@@ -107,6 +107,28 @@ def choose_thresholds(y_val: np.ndarray, s_val: np.ndarray) -> Thresholds:
     return Thresholds(f1=f1_t, mcc=mcc_t)
 
 
+def threshold_table(
+    y_val: np.ndarray, s_val: np.ndarray, class_names: Sequence[str], thresholds: Thresholds, rule: str = "max_f1"
+) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+    """Per-class thresholds of ``rule`` (``max_f1`` / ``max_mcc``) and what each gives on the split it was chosen
+    on (n, n_pos, f1, precision, recall, mcc, auc); classes that could not be tuned are left out."""
+    chosen = {"max_f1": thresholds.f1, "max_mcc": thresholds.mcc}[rule]
+    y_val, s_val = _check(y_val, s_val)
+    values, figures = {}, {}
+    for c, name in enumerate(class_names):
+        if not np.isfinite(chosen[c]):
+            continue
+        y, s = _valid(y_val[:, c], s_val[:, c])
+        tp, fp, fn, _ = (int(x[0]) for x in _counts_at(y, s, np.array([chosen[c]])))
+        values[name] = float(chosen[c])
+        figures[name] = {
+            "n": int(len(y)), "n_pos": int(y.sum()), **at_threshold(y, s, chosen[c]),
+            "precision": tp / max(1, tp + fp), "recall": tp / max(1, tp + fn),
+            "auc": float(roc_auc_score(y, s)),
+        }
+    return values, figures
+
+
 def class_metrics(
     y: np.ndarray, s: np.ndarray, f1_threshold: float = np.nan, mcc_threshold: float = np.nan
 ) -> dict[str, float]:

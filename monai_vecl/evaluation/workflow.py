@@ -9,6 +9,8 @@ Images are read and scored in chunks, so memory does not grow with the data set.
 
 from __future__ import annotations
 
+import datetime
+import hashlib
 import json
 import logging
 import os
@@ -21,8 +23,10 @@ import torch
 
 from monai_vecl.data.manifest import Record, image_path, read_manifest
 from monai_vecl.data.preprocess import preprocess_gray
+from monai_vecl.evaluation import metrics
 from monai_vecl.evaluation.zero_shot import MODES, ZeroShotClassifier, pnc
 from monai_vecl.taxonomy import finding_code
+from monai_vecl.thresholds import ThresholdTable, save_thresholds
 
 logger = logging.getLogger(__name__)
 
@@ -133,6 +137,9 @@ class ZeroShotEvaluation:
         experiment: str = "vecl_cxr",
         run_name: str = "evaluate",
         artifact_root: str | os.PathLike | None = None,
+        thresholds_file: str | os.PathLike | None = None,
+        thresholds_mode: str = "pnc",
+        thresholds_rule: str = "max_f1",
     ):
         unknown = set(modes) - set(MODES)
         if unknown:
@@ -152,6 +159,23 @@ class ZeroShotEvaluation:
         self.tracking_uri, self.experiment, self.run_name = tracking_uri, experiment, run_name
         self.artifact_root = artifact_root
         self.skipped = SkipLog()
+        self.thresholds_file = Path(thresholds_file) if thresholds_file else None
+        self.thresholds_mode, self.thresholds_rule = thresholds_mode, thresholds_rule
+        if self.thresholds_file and (thresholds_mode not in self.modes or not validation_split):
+            raise ValueError(f"thresholds_file needs a validation_split and {thresholds_mode!r} in modes {self.modes}")
+
+    def write_thresholds(self, y_val: np.ndarray, scores: dict[str, np.ndarray],
+                         thresholds: dict[str, metrics.Thresholds]) -> Path:
+        """The deployable thresholds (chosen on the validation split) as ``thresholds_file``, beside the model."""
+        mode = self.thresholds_mode
+        values, figures = metrics.threshold_table(y_val, scores[mode], self.class_names, thresholds[mode],
+                                                  self.thresholds_rule)
+        digest = hashlib.sha256(Path(self.checkpoint).read_bytes()).hexdigest() if self.checkpoint else None
+        table = ThresholdTable(values, mode, self.validation_split, self.thresholds_rule, digest,
+                               datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), figures)
+        path = save_thresholds(table, self.thresholds_file)
+        logger.info("thresholds (%s) written to %s", table.describe(), path)
+        return path
 
     def records(self, split: str, manifest: Path | None = None) -> list[Record]:
         """Records of ``split``; records without any ground truth for these classes are logged as skipped."""
@@ -184,7 +208,7 @@ class ZeroShotEvaluation:
 
     def run(self) -> dict[str, object]:
         """Evaluate every split and mode, run the extras, write outputs, log to MLflow; returns a summary."""
-        from monai_vecl.evaluation import metrics, reporting
+        from monai_vecl.evaluation import reporting
 
         self.output_dir.mkdir(parents=True, exist_ok=True)
         thresholds: dict[str, metrics.Thresholds] = {}
@@ -195,6 +219,8 @@ class ZeroShotEvaluation:
             n_val = len(kept)
             y_val = class_labels([val_records[i] for i in kept], self.class_names)
             thresholds = {m: metrics.choose_thresholds(y_val, s) for m, s in scores.items()} if kept else {}
+            if kept and self.thresholds_file:
+                self.write_thresholds(y_val, scores, thresholds)
             if not kept:
                 logger.warning(
                     "no %r images in %s: val_* (deployable) metrics stay empty",
@@ -337,7 +363,7 @@ class ProbeStep:
         return x, class_labels(records, ev.class_names)
 
     def __call__(self, ev: ZeroShotEvaluation) -> dict[str, dict]:
-        from monai_vecl.evaluation import metrics, reporting
+        from monai_vecl.evaluation import reporting
         from monai_vecl.evaluation.probe import fit_probe
 
         train_x, train_y = self._features(ev, self.train_split, self.max_train_images)

@@ -89,6 +89,7 @@ class FusionModule(nn.Module):
         ffn_dim: int,
         dropout: float,
         head_dims: Sequence[int],
+        init_std: float | None = 0.02,
     ):
         super().__init__()
         self.decoder_norm = nn.LayerNorm(d_model)
@@ -101,16 +102,17 @@ class FusionModule(nn.Module):
             head += [nn.Linear(width, dim), nn.ReLU(), nn.Dropout(dropout)]
             width = dim
         self.mlp_head = nn.Sequential(*head, nn.Linear(width, NUM_RELATIONS))
-        self.apply(self._init_weights)
+        if init_std is not None:
+            self.apply(lambda module: self._init_weights(module, init_std))
 
     @staticmethod
-    def _init_weights(module: nn.Module) -> None:
-        # N(0, 0.02) on linear and attention projections, as the reference initialises its fusion.
+    def _init_weights(module: nn.Module, std: float) -> None:
+        # N(0, std) on linear and attention projections, as the reference initialises its fusion (0.02).
         if isinstance(module, nn.Linear):
-            nn.init.normal_(module.weight, std=0.02)
+            nn.init.normal_(module.weight, std=std)
         elif isinstance(module, nn.MultiheadAttention):
-            nn.init.normal_(module.in_proj_weight, std=0.02)
-            nn.init.normal_(module.out_proj.weight, std=0.02)
+            nn.init.normal_(module.in_proj_weight, std=std)
+            nn.init.normal_(module.out_proj.weight, std=std)
 
     def forward(
         self,

@@ -24,7 +24,9 @@ class VECLConfig:
     config without weights and ``text_model`` only provides the tokenizer.
     """
 
-    # Image encoder: MONAI ViT (``monai.networks.nets.ViT``), 2-D, CLS token + patch tokens.
+    # Image encoder: "vit" (MONAI ViT, 2-D, CLS token + patch tokens) or "resnet" (MONAI ResNet,
+    # feature-map cells as tokens, their mean first).
+    image_encoder: str = "vit"
     image_size: int = 224
     load_size: int = 256
     patch_size: int = 16
@@ -34,7 +36,9 @@ class VECLConfig:
     vit_num_heads: int = 12
     vit_dropout: float = 0.0
     vit_norm_eps: float = 1e-6  # the reference (timm) ViT uses 1e-6
-    image_weights: str | None = None  # state_dict file for ``img_encoder.model`` (MONAI ViT key layout)
+    cnn_channels: tuple[int, ...] = (32, 64, 128, 256)  # resnet: width of each stage
+    cnn_blocks: tuple[int, ...] = (1, 1, 1, 1)  # resnet: basic blocks per stage
+    image_weights: str | None = None  # state_dict file for ``img_encoder.model`` (MONAI ViT / ResNet key layout)
     # Text encoder: transformers AutoModel.
     text_model: str = "Laihaoran/BioClinicalMPBERT"
     text_config: dict[str, Any] | None = None
@@ -44,6 +48,7 @@ class VECLConfig:
     text_pad_to_max: bool = False  # pad every sentence to ``text_max_tokens`` (reference parity)
     mask_text_padding: bool = True  # key padding mask on the text memory in t2i
     freeze_text: bool = False
+    text_cache_size: int = 0  # frozen text encoder: keep the features of this many distinct sentences (0: off)
     # Fusion: cross-attention-only decoder shared by both directions, then an MLP head to 3 relations.
     d_model: int = 768
     fusion_layers: int = 4
@@ -51,6 +56,7 @@ class VECLConfig:
     fusion_ffn_dim: int = 1024
     fusion_dropout: float = 0.1
     head_dims: tuple[int, ...] = (1024, 512, 256)
+    fusion_init_std: float | None = 0.02  # N(0, std) on fusion projections (reference); None: PyTorch defaults
 
 
 PRESETS: dict[str, VECLConfig] = {
@@ -79,6 +85,7 @@ def make_config(preset: str = "small", **overrides: Any) -> VECLConfig:
     unknown = sorted(set(overrides) - known)
     if unknown:
         raise ValueError(f"unknown network option(s) {unknown}; known: {sorted(known)}")
-    if "head_dims" in overrides:
-        overrides["head_dims"] = tuple(overrides["head_dims"])
+    for key in ("head_dims", "cnn_channels", "cnn_blocks"):
+        if key in overrides:
+            overrides[key] = tuple(overrides[key])
     return dataclasses.replace(PRESETS[preset], **overrides)

@@ -8,7 +8,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
-from monai_vecl.networks.encoders import ImageEncoder, TextEncoder
+from monai_vecl.networks.encoders import TextEncoder, build_image_encoder
 from monai_vecl.networks.fusion import FusionModule
 from monai_vecl.networks.presets import VECLConfig, make_config
 
@@ -51,15 +51,25 @@ class VECLNetwork(nn.Module):
         self.config = config
         self.image_size = config.image_size
         self.load_size = config.load_size
-        self.img_encoder = ImageEncoder(config)
+        self.img_encoder = build_image_encoder(config)
         self.text_encoder = TextEncoder(config)
         d = config.d_model
         # Projections only where an encoder's width differs from the fusion width (none in ``paper``).
         self.img_proj = nn.Linear(self.img_encoder.hidden_size, d) if self.img_encoder.hidden_size != d else nn.Identity()
         self.text_proj = nn.Linear(self.text_encoder.hidden_size, d) if self.text_encoder.hidden_size != d else nn.Identity()
         self.fusion_module = FusionModule(
-            d, config.fusion_layers, config.fusion_heads, config.fusion_ffn_dim, config.fusion_dropout, config.head_dims
+            d, config.fusion_layers, config.fusion_heads, config.fusion_ffn_dim, config.fusion_dropout, config.head_dims,
+            config.fusion_init_std,
         )
+
+    @property
+    def image_token_grid(self) -> tuple[int, int]:
+        """(rows, columns) of the image tokens after the first (global) one, laid out row-major."""
+        if self.config.image_encoder == "resnet":
+            side = -(-self.image_size // self.img_encoder.stride)
+        else:
+            side = self.image_size // self.config.patch_size
+        return side, side
 
     def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
         """Tokenize sentences: ``input_ids`` and ``attention_mask`` [M, L] on the CPU."""

@@ -107,17 +107,21 @@ class SentenceSampling:
     def __len__(self) -> int:
         return len(self.items)
 
-    def draw(self, index: int, epoch: int) -> int:
-        """Index of the sentence of image ``index`` used in ``epoch``."""
+    def draw(self, index: int, epoch: int, k: int = 1) -> list[int]:
+        """Indices of the ``k`` sentences of image ``index`` used in ``epoch`` (distinct while the report has enough)."""
         key = hashlib.blake2b(f"{self.seed}:{epoch}:{index}".encode(), digest_size=8).digest()
-        return random.Random(key).randrange(len(self.items[index].sentences))
+        rng, n = random.Random(key), len(self.items[index].sentences)
+        if k == 1:
+            return [rng.randrange(n)]
+        picks = rng.sample(range(n), min(k, n))
+        return picks + [rng.randrange(n) for _ in range(k - len(picks))]
 
-    def text_and_labels(self, indices: Sequence[int], epoch: int) -> dict[str, object]:
-        """Sentences and multi-hot labels for a batch of image indices."""
-        picks = [self.draw(i, epoch) for i in indices]
+    def text_and_labels(self, indices: Sequence[int], epoch: int, sentences_per_image: int = 1) -> dict[str, object]:
+        """Sentences (image-major, ``sentences_per_image`` per image) and multi-hot labels for a batch of images."""
+        picks = [(i, j) for i in indices for j in self.draw(i, epoch, sentences_per_image)]
         return {
-            "text": [self.items[i].sentences[k] for i, k in zip(indices, picks)],
-            "sentence_mh": torch.stack([self.items[i].sentence_mh[k] for i, k in zip(indices, picks)]),
+            "text": [self.items[i].sentences[j] for i, j in picks],
+            "sentence_mh": torch.stack([self.items[i].sentence_mh[j] for i, j in picks]),
             "image_mh": torch.stack([self.items[i].image_mh for i in indices]),
         }
 

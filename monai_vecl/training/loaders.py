@@ -244,12 +244,14 @@ class TrainLoader:
         aug: geometry and augmentation.
         num_workers: DALI threads or MONAI worker processes.
         rank / world_size: this process's slice; ``None`` takes them from the initialised process group.
+        sentences_per_image: sentences drawn per image and step (the loss must be built with the same k).
     """
 
     def __init__(self, data: SentenceSampling, batch_size: int, backend: str = "auto",
                  aug: Augmentation | None = None, num_workers: int = 2, seed: int = 0,
-                 rank: int | None = None, world_size: int | None = None):
+                 rank: int | None = None, world_size: int | None = None, sentences_per_image: int = 1):
         self.data, self.batch_size = data, batch_size
+        self.sentences_per_image = sentences_per_image
         group_rank, group_size = rank_and_world()
         self.rank = group_rank if rank is None else rank
         self.world_size = group_size if world_size is None else world_size
@@ -274,4 +276,4 @@ class TrainLoader:
             index_batches.append(order[start : start + self.batch_size])
         paths = [[self.data.items[i].path for i in batch] for batch in index_batches]
         for indices, images in zip(index_batches, self.images.batches(paths, epoch)):
-            yield {"image": images, "index": torch.tensor(indices), **self.data.text_and_labels(indices, epoch)}
+            yield {"image": images, "index": torch.tensor(indices), **self.data.text_and_labels(indices, epoch, self.sentences_per_image)}

@@ -17,7 +17,11 @@ from monai_vecl.training.distributed import gather_no_grad, gather_with_grad, ma
 
 
 class VECLTrainStep(nn.Module):
-    """``forward(images, texts, image_mh, sentence_mh) -> (loss, logits)`` for a VECL network and loss."""
+    """``forward(images, texts, image_mh, sentence_mh) -> (loss, logits, terms)`` for a VECL network and loss.
+
+    ``terms`` are the loss's named parts (detached), for logging; ``texts`` holds k sentences per image,
+    image-major, when the loss is built with ``sentences_per_image=k``.
+    """
 
     def __init__(self, network: nn.Module, loss_fn: nn.Module):
         super().__init__()
@@ -25,7 +29,7 @@ class VECLTrainStep(nn.Module):
         self.loss_fn = loss_fn
 
     def forward(self, images: torch.Tensor, texts: list[str], image_mh: torch.Tensor,
-                sentence_mh: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                sentence_mh: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
         device = images.device
         tokens = {k: v.to(device) for k, v in self.network.tokenize(list(texts)).items()}
         tokens = pad_tokens_to_global_max(tokens)
@@ -36,8 +40,9 @@ class VECLTrainStep(nn.Module):
         i2t, t2i = gather_with_grad(out.i2t), gather_with_grad(out.t2i)
         image_mh = gather_no_grad(image_mh.to(device))
         sentence_mh = gather_no_grad(sentence_mh.to(device))
-        loss = self.loss_fn(i2t.float(), t2i.float(), image_mh, sentence_mh)
-        return loss, (i2t.detach() + t2i.detach()) / 2
+        terms = self.loss_fn.terms(i2t.float(), t2i.float(), image_mh, sentence_mh)
+        loss = sum(terms.values())
+        return loss, (i2t.detach() + t2i.detach()) / 2, {k: v.detach() for k, v in terms.items()}
 
 
 def unwrap(module: Any) -> nn.Module:

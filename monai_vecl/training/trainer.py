@@ -20,6 +20,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from monai_vecl.training import diagnostics
 from monai_vecl.training.distributed import is_distributed, rank_and_world
 from monai_vecl.training.loaders import TrainLoader
 from monai_vecl.training.step import VECLTrainStep
@@ -48,6 +49,8 @@ class VECLTrainer:
         optimizer: optimiser over ``network``'s parameters.
         train_loader: :class:`~monai_vecl.training.loaders.TrainLoader`.
         validation: :class:`~monai_vecl.training.validation.ZeroShotValidation` or ``None``.
+        train_validation: the same zero-shot scoring on a fixed subset of the training split (``prefix="train"``),
+            logged beside validation every epoch: can the model fit what it trains on?
         max_epochs: epochs to train.
         checkpoint_dir: folder of ``last.pt`` / ``best.pt``.
         model_file: where the final plain ``state_dict`` (best validation epoch, else last) is written.
@@ -88,12 +91,13 @@ class VECLTrainer:
         device: torch.device | str | None = None,
         find_unused_parameters: bool = True,
         progress: bool = True,
+        train_validation: ZeroShotValidation | None = None,
     ):
         self.device = torch.device(device) if device is not None else torch.device(
             "cuda" if torch.cuda.is_available() else "cpu")
         self.network = network.to(self.device)
         self.loss_fn, self.optimizer, self.lr_scheduler = loss_fn, optimizer, lr_scheduler
-        self.loader, self.validation = train_loader, validation
+        self.loader, self.validation, self.train_validation = train_loader, validation, train_validation
         self.max_epochs, self.max_steps = max_epochs, max_steps
         self.checkpoint_dir, self.model_file = Path(checkpoint_dir), Path(model_file)
         self.key_metric, self.grad_clip = key_metric, grad_clip
@@ -108,6 +112,7 @@ class VECLTrainer:
         self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0
         self.best_metric, self.best_epoch = -math.inf, -1
         self.history: list[dict[str, float]] = []
+        self._epoch_means: dict[str, float] = {}  # means of the step statistics of the epoch so far
         self.best_result: ValidationResult | None = None
 
     # ------------------------------------------------------------ checkpoints
@@ -153,11 +158,12 @@ class VECLTrainer:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
 
-    def _train_step(self, step_module: nn.Module, batch: dict[str, Any]) -> float:
+    def _train_step(self, step_module: nn.Module, batch: dict[str, Any]) -> dict[str, float]:
+        """One optimiser step; returns the loss, its terms and this batch's relation-target statistics."""
         self.network.train()
         images = batch["image"].to(self.device, non_blocking=True)
         with self._autocast():
-            loss, _ = step_module(images, batch["text"], batch["image_mh"], batch["sentence_mh"])
+            loss, logits, terms = step_module(images, batch["text"], batch["image_mh"], batch["sentence_mh"])
         if not torch.isfinite(loss):
             raise FloatingPointError(f"non-finite loss {loss.item()} at step {self.global_step + 1}")
         self.optimizer.zero_grad(set_to_none=True)
@@ -165,17 +171,23 @@ class VECLTrainer:
         if self.grad_clip:
             torch.nn.utils.clip_grad_norm_(self.network.parameters(), self.grad_clip)
         self.optimizer.step()
-        return float(loss.detach())
+        stats = {"train_loss": float(loss.detach()), **{f"loss/{k}": float(v) for k, v in terms.items()}}
+        if self.loss_fn.kind != "clip":
+            targets = self.loss_fn.targets(batch["image_mh"], batch["sentence_mh"])
+            stats |= {f"targets/{k}": v for k, v in diagnostics.target_stats(targets).items()}
+        stats |= {f"fusion/{k}": v for k, v in diagnostics.image_dependence(logits).items()}
+        return stats
 
     def _validate(self) -> dict[str, float]:
+        fitted = self.train_validation(self.network).metrics if self.train_validation is not None else {}
         if self.validation is None:
-            return {}
+            return fitted
         result = self.validation(self.network)
         metric = result.metrics[self.key_metric]
         if metric > self.best_metric:
             self.best_metric, self.best_epoch, self.best_result = metric, self.epoch, result
             self.save(BEST)
-        return result.metrics
+        return {**fitted, **result.metrics}
 
     def _scheduler_step(self, metrics: Mapping[str, float]) -> None:
         if self.lr_scheduler is None:
@@ -221,13 +233,13 @@ class VECLTrainer:
                     if self.is_main:
                         self.tracker.end("KILLED")
                     return metrics
-                metrics = self._validate()
+                metrics = {**self._epoch_means, **self._validate()}
                 self._scheduler_step(metrics)
                 if self.is_main:
                     self.history.append({"epoch": self.epoch + 1, **metrics})
                     self.tracker.log_metrics({**metrics, "epoch": self.epoch + 1}, self.global_step)
                     logger.info("epoch %d/%d: %s", self.epoch + 1, self.max_epochs,
-                                ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if "." not in k))
+                                ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if "." not in k and "/" not in k))
                 self.epoch, self.step_in_epoch = self.epoch + 1, 0
                 self.save(LAST)
         except BaseException as err:
@@ -243,6 +255,8 @@ class VECLTrainer:
         """Steps of the current epoch from ``step_in_epoch``; True when ``max_steps`` stopped the run."""
         total = self.loader.steps_per_epoch
         bar = None
+        sums: dict[str, float] = {}
+        steps = 0
         if self.progress and self.is_main:
             from tqdm.auto import tqdm
 
@@ -251,16 +265,20 @@ class VECLTrainer:
         try:
             for batch in self.loader.epoch(self.epoch, self.step_in_epoch):
                 start = time.perf_counter()
-                loss = self._train_step(step_module, batch)
+                stats = self._train_step(step_module, batch)
                 self.step_in_epoch += 1
                 self.global_step += 1
+                steps += 1
+                for key, value in stats.items():
+                    sums[key] = sums.get(key, 0.0) + value
+                self._epoch_means = {f"epoch_{k}": v / steps for k, v in sums.items()}
                 if self.is_main:
                     lr = self.optimizer.param_groups[0]["lr"]
-                    self.tracker.log_metrics({"train_loss": loss, "lr": lr,
+                    self.tracker.log_metrics({"train_loss": stats["train_loss"], "lr": lr,
                                               "step_seconds": time.perf_counter() - start}, self.global_step)
                     if bar is not None:
                         bar.update(1)
-                        bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}")
+                        bar.set_postfix(loss=f"{stats['train_loss']:.4f}", lr=f"{lr:.2e}")
                 stop = self.max_steps is not None and self.global_step >= self.max_steps
                 if stop or (self.checkpoint_every and self.global_step % self.checkpoint_every == 0):
                     self.save(LAST)

@@ -64,11 +64,15 @@ class ZeroShotValidation:
         split: split to read.
         image_size / load_size: evaluation geometry (the network's).
         batch_size: images per forward pass.
+        max_images: score only the first this many records (``None``: all), e.g. a fixed subset of the
+            training split to see whether the model fits what it trains on.
+        prefix: metric name prefix (``val`` → ``val_pnc_auc``; ``train`` → ``train_pnc_auc``).
     """
 
     def __init__(self, manifest: str | os.PathLike, class_names: Sequence[str] | None = None,
-                 split: str = "validate", image_size: int = 224, load_size: int = 256, batch_size: int = 64):
-        records = [r for r in read_manifest(manifest, split=split) if r.findings]
+                 split: str = "validate", image_size: int = 224, load_size: int = 256, batch_size: int = 64,
+                 max_images: int | None = None, prefix: str = "val"):
+        records = [r for r in read_manifest(manifest, split=split) if r.findings][:max_images]
         if not records:
             raise ValueError(f"{manifest}: no '{split}' records with ground-truth findings to validate on")
         if class_names is None:
@@ -80,6 +84,7 @@ class ZeroShotValidation:
         self.paths = [image_path(r, manifest) for r in records]
         self.truth = np.array([[r.findings.get(c, -1) for c in self.class_names] for r in records], dtype=np.int64)
         self.image_size, self.load_size, self.batch_size = image_size, load_size, batch_size
+        self.prefix = prefix
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -89,7 +94,7 @@ class ZeroShotValidation:
 
     @torch.no_grad()
     def __call__(self, network: torch.nn.Module) -> ValidationResult:
-        """Score every validation image; metrics ``val_pnc_auc``, ``val_pos_auc`` and per-class PNC AUC."""
+        """Score every image; metrics ``<prefix>_pnc_auc``, ``<prefix>_pos_auc`` and per-class PNC AUC."""
         classifier = ZeroShotClassifier(network, self.class_names, chunk_size=self.batch_size)
         pos, neg = [], []
         for start in range(0, len(self.paths), self.batch_size):
@@ -100,8 +105,8 @@ class ZeroShotValidation:
         pnc = p_pos / np.clip(p_pos + p_neg, 1e-12, None)
         pnc_auc, per_class = macro_auc(self.truth, pnc, self.class_names)
         pos_auc, _ = macro_auc(self.truth, p_pos, self.class_names)
-        metrics = {"val_pnc_auc": pnc_auc, "val_pos_auc": pos_auc}
-        metrics.update({f"val_pnc_auc.{name.replace(' ', '_')}": v for name, v in per_class.items()})
+        metrics = {f"{self.prefix}_pnc_auc": pnc_auc, f"{self.prefix}_pos_auc": pos_auc}
+        metrics.update({f"{self.prefix}_pnc_auc.{name.replace(' ', '_')}": v for name, v in per_class.items()})
         return ValidationResult(self.class_names, self.truth, pnc, p_pos, metrics)
 
 
@@ -120,7 +125,7 @@ def plot_roc(result: ValidationResult, path: str | os.PathLike, title: str = "Va
             ax.plot(fpr, tpr, label=f"{name} ({roc_auc_score(result.truth[rows, c], result.pnc[rows, c]):.3f})")
     ax.plot([0, 1], [0, 1], "k--", linewidth=0.8)
     ax.set(xlabel="False positive rate", ylabel="True positive rate",
-           title=f"{title}: macro AUC {result.metrics['val_pnc_auc']:.3f}")
+           title=f"{title}: macro AUC {next(v for k, v in result.metrics.items() if k.endswith('_pnc_auc')):.3f}")
     ax.legend(fontsize=7, loc="lower right")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
