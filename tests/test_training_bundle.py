@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ast
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -13,6 +15,7 @@ from monai.bundle import ConfigParser, ConfigWorkflow
 from monai_vecl.data.phantom import PHANTOM_CLASSES, generate_phantom
 from monai_vecl.losses import LOSS_KINDS
 from monai_vecl.networks import VECLNetwork
+from monai_vecl.thresholds import load_thresholds
 
 BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "vecl_cxr"
 TINY_BERT = {"model_type": "bert", "hidden_size": 16, "num_hidden_layers": 2, "num_attention_heads": 2,
@@ -22,7 +25,8 @@ TINY = {
     "network_def#vit_hidden_size": 16, "network_def#vit_mlp_dim": 32, "network_def#vit_num_layers": 1,
     "network_def#vit_num_heads": 2, "network_def#text_config": TINY_BERT, "network_def#text_last_n_layers": 2,
     "network_def#d_model": 16, "network_def#fusion_layers": 1, "network_def#fusion_heads": 2,
-    "network_def#fusion_ffn_dim": 32, "network_def#head_dims": [16], "freeze_text": False,
+    "network_def#fusion_ffn_dim": 32, "network_def#head_dims": [16], "network_def#cnn_channels": [8, 8, 16, 16],
+    "freeze_text": False,
     "batch_size": 8, "max_epochs": 2, "num_workers": 0, "val_batch_size": 16, "progress": False,
     "learning_rate": 1e-3,
 }
@@ -91,7 +95,12 @@ def test_train_stop_resume_and_mlflow_store(bundle, phantom):
     assert len(aucs) == 2 and all(0.0 <= a <= 1.0 for a in aucs)
     params = run.data.params
     assert params["loss.kind"] == "vecl" and float(params["optimizer.lr"]) == 1e-3
-    assert params["optimizer.betas"] == "[0.5, 0.999]" and params["training.grad_clip"] == "0.25"
+    assert params["optimizer.betas"] == "[0.9, 0.999]" and params["training.grad_clip"] == "1.0"
+    assert params["loss.sentences_per_image"] == "4" and params["scheduler.name"] == "onecycle"
+    # learning is visible per epoch: fit on the training subset, loss terms, target statistics
+    for name in ("train_pnc_auc", "epoch_loss/i2t/entail", "epoch_loss/t2i/diagonal",
+                 "epoch_targets/frac_entail", "epoch_fusion/std_over_images"):
+        assert len(client.get_metric_history(run.info.run_id, name)) == 2, name
     assert params["network.d_model"] == "16" and params["loader.backend"] in ("dali", "monai")
     artifacts = {a.path for folder in ("model", "validation", "config")
                  for a in client.list_artifacts(run.info.run_id, folder)}
@@ -104,6 +113,17 @@ def test_train_stop_resume_and_mlflow_store(bundle, phantom):
     assert best["best_metric"] == max(aucs)
     assert all(torch.equal(weights[k], best["network"][k].cpu()) for k in weights)
 
+    # the final evaluation: test tables, and thresholds chosen on the validation split beside the model
+    summary = json.loads((bundle / "outputs" / "eval" / "summary.json").read_text())
+    assert 0.0 <= summary["test_pnc"]["auc"] <= 1.0 and "test_shifted_pnc" in summary
+    table = load_thresholds(bundle / "models" / "thresholds.json")
+    assert (table.split, table.rule, table.score_mode) == ("validate", "max_f1", "pnc")
+    assert table.model_sha256 == hashlib.sha256((bundle / "models" / "model.pt").read_bytes()).hexdigest()
+    assert set(table.thresholds) <= set(PHANTOM_CLASSES) and table.thresholds
+    for name, value in table.thresholds.items():
+        figures = table.figures[name]
+        assert 0 < figures["n_pos"] < figures["n"] and 0.0 <= figures["f1"] <= 1.0 and 0.0 <= value <= 1.0
+
 
 @pytest.mark.parametrize("kind", LOSS_KINDS)
 def test_loss_kind_comes_from_the_config(kind):
@@ -113,12 +133,23 @@ def test_loss_kind_comes_from_the_config(kind):
     assert parser.get_parsed_content("loss").kind == kind
 
 
-def test_reference_hyperparameters_in_config():
-    config = ConfigParser.load_config_file(str(BUNDLE / "configs" / "train.yaml"))
-    assert config["betas"] == [0.5, 0.999] and config["weight_decay"] == 1e-6 and config["grad_clip"] == 0.25
-    assert config["lr_scheduler"]["_target_"].endswith("ReduceLROnPlateau")
+def test_reference_recipe_restored_by_the_paper_overrides():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("mimic_cxr_recipe", BUNDLE.parents[1] / "training" / "mimic_cxr.py")
+    recipe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(recipe)
+    PAPER_OVERRIDES = recipe.PAPER_OVERRIDES
+    parser = ConfigParser()
+    parser.read_config(str(BUNDLE / "configs" / "train.yaml"))
+    config = parser.config
     assert config["loss_kind"] == "vecl" and config["network_preset"] == "small"
     assert "training" in config and "$" not in json.dumps(config["bundle_root"])
+    for key, value in PAPER_OVERRIDES.items():
+        parser[key] = ast.literal_eval(value) if value[0] in "[0123456789" else value
+    assert parser["betas"] == [0.5, 0.999] and parser["weight_decay"] == 1e-6 and parser["grad_clip"] == 0.25
+    assert parser["learning_rate"] == 5e-5 and parser["sentences_per_image"] == 1
+    assert parser["lr_schedule"] == "plateau" and parser["augmentation"]["rotate_deg"] == 30.0
 
 
 def test_inference_config_and_metadata_agree():

@@ -70,6 +70,16 @@ def write_table(
     return [csv_path, json_path]
 
 
+def write_scores(
+    images: Sequence[str], truth: np.ndarray, scores: np.ndarray, class_names: Sequence[str], path: str | os.PathLike
+) -> Path:
+    """Per-image scores and truth as ``<path>`` (``.npz``: ``images``, ``truth``, ``scores``, ``class_names``), so
+    two models scored on the same images can be compared pairwise (paired bootstrap)."""
+    path = Path(path)
+    np.savez_compressed(path, images=np.asarray(images), truth=truth, scores=scores, class_names=np.asarray(class_names))
+    return path
+
+
 def plot_curves(
     y_true: np.ndarray, scores: np.ndarray, class_names: Sequence[str], path: str | os.PathLike, title: str
 ) -> Path:

@@ -239,6 +239,8 @@ class ZeroShotEvaluation:
             y = class_labels([records[i] for i in kept], self.class_names)
             for mode, s in scores.items():
                 name = f"{split}_{mode}"
+                reporting.write_scores([records[i].image for i in kept], y, s, self.class_names,
+                                       self.output_dir / f"{name}_scores.npz")
                 table = metrics.evaluate_scores(
                     y, s, self.class_names, thresholds.get(mode), n_bootstrap=self.n_bootstrap, seed=self.seed
                 )

@@ -54,7 +54,8 @@ class VECLTrainer:
         max_epochs: epochs to train.
         checkpoint_dir: folder of ``last.pt`` / ``best.pt``.
         model_file: where the final plain ``state_dict`` (best validation epoch, else last) is written.
-        lr_scheduler: stepped on the validation metric (``ReduceLROnPlateau``) or per epoch.
+        lr_scheduler: stepped on the validation metric (``ReduceLROnPlateau``), else per epoch, or after every
+            optimiser step with ``scheduler_interval="step"`` (warm-up and one-cycle schedules).
         key_metric: validation metric that selects the best checkpoint (higher is better).
         grad_clip: max gradient norm (``None`` or 0: off).
         amp_dtype: autocast dtype on CUDA (``None``: off); never used on the CPU.
@@ -92,7 +93,11 @@ class VECLTrainer:
         find_unused_parameters: bool = True,
         progress: bool = True,
         train_validation: ZeroShotValidation | None = None,
+        scheduler_interval: str = "epoch",
     ):
+        if scheduler_interval not in ("epoch", "step"):
+            raise ValueError(f"scheduler_interval must be 'epoch' or 'step', got {scheduler_interval!r}")
+        self.scheduler_interval = scheduler_interval
         self.device = torch.device(device) if device is not None else torch.device(
             "cuda" if torch.cuda.is_available() else "cpu")
         self.network = network.to(self.device)
@@ -171,6 +176,8 @@ class VECLTrainer:
         if self.grad_clip:
             torch.nn.utils.clip_grad_norm_(self.network.parameters(), self.grad_clip)
         self.optimizer.step()
+        if self.lr_scheduler is not None and self.scheduler_interval == "step":
+            self.lr_scheduler.step()
         stats = {"train_loss": float(loss.detach()), **{f"loss/{k}": float(v) for k, v in terms.items()}}
         if self.loss_fn.kind != "clip":
             targets = self.loss_fn.targets(batch["image_mh"], batch["sentence_mh"])
@@ -190,7 +197,7 @@ class VECLTrainer:
         return {**fitted, **result.metrics}
 
     def _scheduler_step(self, metrics: Mapping[str, float]) -> None:
-        if self.lr_scheduler is None:
+        if self.lr_scheduler is None or self.scheduler_interval == "step":
             return
         if isinstance(self.lr_scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
             if self.key_metric in metrics:
@@ -308,3 +315,20 @@ class VECLTrainer:
             self.tracker.end("FINISHED")
         if is_distributed():
             dist.barrier()
+
+
+SCHEDULES = ("plateau", "onecycle")
+
+
+def build_scheduler(kind: str, optimizer: torch.optim.Optimizer, total_steps: int, max_lr: float,
+                    warmup_fraction: float = 0.1, plateau_factor: float = 0.5, plateau_patience: int = 2) -> Any:
+    """The learning-rate schedule of a recipe: ``plateau`` (the VECL reference, stepped per epoch on the
+    validation metric) or ``onecycle`` (warm-up to ``max_lr`` over ``warmup_fraction`` of ``total_steps``, then
+    cosine decay; stepped per optimiser step: the short from-scratch CPU run)."""
+    if kind == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=plateau_factor,
+                                                          patience=plateau_patience)
+    if kind == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=max_lr, total_steps=max(1, total_steps),
+                                                   pct_start=warmup_fraction)
+    raise ValueError(f"lr_schedule must be one of {SCHEDULES}, got {kind!r}")
