@@ -1,10 +1,13 @@
 """Labeling quality and speed: reproduces the tables and figures of docs/labeling.md.
 
 Quality
-  * phantom: every sentence's signed labels vs the generator's ground truth (per signed label);
+  * phantom: every sentence's signed labels vs the generator's ground truth (per signed label), under the
+    phantom's own convention (hedged findings positive) and under the default policy;
   * Open-I (torchxrayvision's NLMCXR_reports.tgz, read at run time): report-level positive findings vs the
-    reports' MeSH major headings (per finding), for each uncertainty policy of the rules labeler;
-  * SmolLM2-135M (``--llm-sample N``): exact-match rate, repairs and fallbacks on N phantom sentences.
+    reports' MeSH major headings (per finding, macro F1 over findings with >= 15 positives), for each
+    uncertainty policy of the rules labeler, under the benchmark's MeSH mapping and the broader one;
+  * SmolLM2-135M (``--llm-sample N``): exact-match rate, valid answers, repairs and fallbacks on N phantom
+    sentences. The packaged models against the rules on Open-I: bench/bench_labeling_models.py.
 Speed (all baselines measured in the same run)
   * rules sentences/s labeling every sentence, vs the cached pipeline that labels each distinct one once;
   * distinct/total sentence ratio on Open-I = the share of LLM calls a cache keeps;
@@ -23,9 +26,10 @@ from pathlib import Path
 from monai_vecl.data.manifest import read_manifest
 from monai_vecl.labeling import LabelCache, RulesLabeler, label_sentences
 from monai_vecl.labeling.openi import read_openi_reports
-from monai_vecl.labeling.quality import markdown_table, micro, positive_codes, score_sets, signed_label_names
+from monai_vecl.labeling.quality import markdown_table, micro, score_sets, signed_label_names
+from monai_vecl.labeling.rules import DEFAULT_UNCERTAINTY, UNCERTAINTY_POLICIES
 from monai_vecl.reports import report_sentences
-from monai_vecl.taxonomy import FINDINGS, SIGNED_LABELS
+from monai_vecl.taxonomy import SIGNED_LABELS
 
 
 def phantom_sentences(n: int, workdir: Path) -> tuple[list[str], list[tuple[str, ...]]]:
@@ -41,25 +45,42 @@ def phantom_sentences(n: int, workdir: Path) -> tuple[list[str], list[tuple[str,
 
 
 def phantom_quality(sentences: list[str], truth: list[tuple[str, ...]]) -> None:
-    predicted = [r.labels for r in label_sentences(sentences, RulesLabeler())[0]]
-    exact = sum(p == t for p, t in zip(predicted, truth)) / len(truth)
-    print(f"\n### Phantom, rules labeler, sentence level ({len(truth)} sentences, "
-          f"{len(set(sentences))} distinct; exact label-set match {exact:.3f})\n")
-    scores = score_sets(predicted, truth, SIGNED_LABELS, signed_label_names())
-    print(markdown_table(scores + [micro(scores)], first="signed label"))
+    for policy, what in (("positive", "the phantom's convention: hedged findings positive"),
+                         (DEFAULT_UNCERTAINTY, "the default policy")):
+        predicted = [r.labels for r in label_sentences(sentences, RulesLabeler(uncertainty=policy))[0]]
+        exact = sum(p == t for p, t in zip(predicted, truth)) / len(truth)
+        scores = score_sets(predicted, truth, SIGNED_LABELS, signed_label_names())
+        m = micro(scores)
+        print(f"\n### Phantom, rules labeler (uncertain → {policy}, {what}), sentence level ({len(truth)} "
+              f"sentences, {len(set(sentences))} distinct): exact label-set match {exact:.3f}, micro precision "
+              f"{m.precision:.3f}, recall {m.recall:.3f}\n")
+        if policy == "positive":
+            print(markdown_table(scores + [m], first="signed label"))
 
 
-def openi_quality(reports, sentences: list[list[str]]) -> None:
-    flat = [s for ss in sentences for s in ss]
-    truth = [r.codes for r in reports]
-    for policy in ("positive", "no_mention"):
-        results, _ = label_sentences(flat, RulesLabeler(uncertainty=policy))
-        it = iter(results)
-        predicted = [positive_codes(next(it).labels for _ in ss) for ss in sentences]
-        scores = score_sets(predicted, truth, FINDINGS, FINDINGS)
-        print(f"\n### Open-I, rules labeler (uncertain → {policy}), report level vs MeSH "
-              f"({len(reports)} reports)\n")
-        print(markdown_table(scores + [micro(scores)]))
+def openi_quality(reports) -> None:
+    from monai_vecl.labeling.openi import MESH_CODES_BROAD, benchmark
+
+    with_text = [r for r in reports if r.has_text]
+    summary = []
+    for mapping_name, mapping in (("benchmark", None), ("broad", MESH_CODES_BROAD)):
+        for policy in UNCERTAINTY_POLICIES:
+            scores, macro_f1 = benchmark(RulesLabeler(uncertainty=policy), with_text, mapping)
+            kept = [s for s in scores if s.support >= 15]
+            weakest = min(kept, key=lambda s: s.f1 or 0.0)
+            summary.append((mapping_name, policy, macro_f1, len(kept), weakest, micro(scores)))
+            if mapping is None and policy in ("no_mention", "positive"):
+                print(f"\n### Open-I, rules labeler (uncertain → {policy}), report level vs MeSH "
+                      f"({len(with_text)} reports with text; macro F1 {macro_f1:.3f} over {len(kept)} findings "
+                      f"with >= 15 positives)\n")
+                print(markdown_table(scores + [micro(scores)]))
+    print("\n### Open-I, rules labeler: uncertainty policy and MeSH mapping\n")
+    print("| MeSH mapping | uncertain → | macro F1 | findings | weakest | micro P | micro R | micro F1 |")
+    print("|---|---|---:|---:|---|---:|---:|---:|")
+    for mapping_name, policy, macro_f1, n, weakest, m in summary:
+        default = " (default)" if policy == DEFAULT_UNCERTAINTY else ""
+        print(f"| {mapping_name} | {policy}{default} | {macro_f1:.3f} | {n} | {weakest.name} {weakest.f1:.2f} | "
+              f"{m.precision:.2f} | {m.recall:.2f} | {m.f1:.2f} |")
 
 
 def rules_speed(flat: list[str], workdir: Path) -> None:
@@ -92,7 +113,8 @@ def llm_sample(sentences: list[str], truth: list[tuple[str, ...]], n: int) -> No
     picked = list(dict.fromkeys(sentences))[:n]
     truth_of = dict(zip(sentences, truth))
     start = time.perf_counter()
-    labeler = build_labeler({"backend": "transformers", "batch_size": 8, "max_new_tokens": 16})
+    labeler = build_labeler({"backend": "transformers", "batch_size": 8, "max_new_tokens": 16,
+                             "fallback": {"uncertainty": "positive"}})  # the phantom's convention
     load = time.perf_counter() - start
     start = time.perf_counter()
     results = labeler.label_batch(picked)
@@ -100,13 +122,15 @@ def llm_sample(sentences: list[str], truth: list[tuple[str, ...]], n: int) -> No
     by_backend = {b: sum(r.backend == b for r in results) for b in ("transformers", "rules")}
     exact_llm = sum(r.labels == truth_of[s] for s, r in zip(picked, results) if r.backend == "transformers")
     exact_all = sum(r.labels == truth_of[s] for s, r in zip(picked, results))
-    print(f"\n### SmolLM2-135M-Instruct (GGUF Q4_1 via transformers), {len(picked)} distinct phantom sentences\n")
+    print(f"\n### SmolLM2-135M-Instruct (GGUF Q4_1 via transformers, constrained), {len(picked)} distinct phantom "
+          f"sentences\n")
     print(f"- model load {load:.1f} s; labeling {run:.1f} s ({len(picked) / run:.2f} sentences/s incl. repairs)")
-    print(f"- answered by the LLM: {by_backend['transformers']} ({sum(r.repaired for r in results)} after repair), "
-          f"by the rules fallback: {by_backend['rules']}; LLM calls {labeler.stats.llm_calls}")
+    print(f"- answered by the LLM: {by_backend['transformers']} (valid on the first try {labeler.stats.valid_first}, "
+          f"after repair {labeler.stats.repaired}), by the rules fallback: {by_backend['rules']}; "
+          f"LLM calls {labeler.stats.llm_calls} (constrained decoding)")
     print(f"- exact label-set match: LLM answers {exact_llm}/{by_backend['transformers']}, "
           f"overall {exact_all}/{len(picked)}")
-    conversations = [messages_for(s) for s in picked]
+    conversations = [messages_for(s, labeler.system) for s in picked]
     start = time.perf_counter()
     cached = labeler.complete(conversations)
     t_cached = time.perf_counter() - start
@@ -128,9 +152,10 @@ def main() -> None:
         reports = read_openi_reports()
         sentences = [report_sentences(r.text) for r in reports]
         flat = [s for ss in sentences for s in ss]
-        print(f"Open-I: {len(reports)} reports, {len(flat)} FINDINGS+IMPRESSION sentences")
+        print(f"Open-I: {len(reports)} reports ({sum(r.has_text for r in reports)} with text), {len(flat)} "
+              f"FINDINGS+IMPRESSION sentences")
         rules_speed(flat, workdir)
-        openi_quality(reports, sentences)
+        openi_quality(reports)
         if args.phantom_n:
             p_sentences, p_truth = phantom_sentences(args.phantom_n, workdir)
             phantom_quality(p_sentences, p_truth)

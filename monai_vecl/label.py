@@ -40,6 +40,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="transformers: model folder or .gguf; openai: model name")
     p.add_argument("--base-url", help="openai: endpoint root, e.g. http://127.0.0.1:8000/v1")
     p.add_argument("--concurrency", type=int, help="openai: requests in flight")
+    p.add_argument("--response-format", choices=("json_schema", "none"),
+                   help="openai: constrain answers with the label JSON schema (default) or ask for plain codes")
     p.add_argument("--uncertainty", choices=("positive", "negative", "no_mention"),
                    help="rules (and LLM fallback): label for uncertain mentions")
     p.add_argument("--batch-size", type=int, default=64, help="sentences per labeling batch / cache commit")
@@ -64,11 +66,12 @@ def labeler_config(args: argparse.Namespace) -> dict[str, Any]:
     if args.backend:
         config["backend"] = args.backend
     backend = config.setdefault("backend", "rules")
-    flags = {k: v for k, v in {"model": args.model, "base_url": args.base_url, "concurrency": args.concurrency}.items()
-             if v is not None}
+    flags = {k: v for k, v in {"model": args.model, "base_url": args.base_url, "concurrency": args.concurrency,
+                               "response_format": args.response_format}.items() if v is not None}
     if flags and backend == "rules":
-        raise SystemExit(f"--model, --base-url and --concurrency apply to LLM backends, not rules (got {sorted(flags)})")
-    config.update(flags)
+        raise SystemExit(f"--model, --base-url, --concurrency and --response-format apply to LLM backends, not rules "
+                         f"(got {sorted(flags)})")
+    (config.setdefault("llm", {}) if backend == "hybrid" else config).update(flags)
     if args.uncertainty:
         if backend == "rules":
             config["uncertainty"] = args.uncertainty
@@ -104,6 +107,11 @@ def _assign(records: Sequence[Record], results: Sequence[LabelResult], source: s
         record.sentence_labels = [list(r.labels) for r in mine]
         record.label_source = source
         record.extra["label_backends"] = [r.backend for r in mine]
+        reasons = {str(i): r.reason for i, r in enumerate(mine) if r.reason}
+        if reasons:
+            record.extra["label_reasons"] = reasons  # sentence index -> why it was rejected, kept or cut
+        else:
+            record.extra.pop("label_reasons", None)
 
 
 def import_reference(records: Sequence[Record], csvs: Sequence[Path], labeler: Labeler) -> dict[str, Any]:
@@ -160,8 +168,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             if cache is not None:
                 cache.close()
         summary.update(labeler=labeler.identity, sentences=stats.sentences, distinct_sentences=stats.distinct,
-                       cache_hits=stats.cache_hits, llm_calls=stats.llm_calls, repairs=stats.repairs,
-                       fallbacks=stats.fallbacks, label_counts=dict(sorted(stats.label_counts.items())))
+                       cache_hits=stats.cache_hits, llm_calls=stats.llm_calls, valid_first_try=stats.valid_first,
+                       repairs=stats.repairs, repaired=stats.repaired, fallbacks=stats.fallbacks,
+                       backend_errors=stats.errors, rejected=dict(sorted(stats.rejected.items())),
+                       flagged=dict(sorted(stats.flagged.items())),
+                       label_counts=dict(sorted(stats.label_counts.items())))
+        if hasattr(labeler, "calls_saved"):
+            summary["llm_calls_saved"] = labeler.calls_saved
     out = write_manifest(records, args.out or args.manifest)
     summary["written"] = str(out)
     for key, value in summary.items():

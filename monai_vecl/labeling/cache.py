@@ -24,6 +24,7 @@ CREATE TABLE IF NOT EXISTS labels (
     repaired INTEGER NOT NULL,
     fallback INTEGER NOT NULL,
     created REAL NOT NULL,
+    reason TEXT,
     PRIMARY KEY (identity, sentence)
 )
 """
@@ -42,6 +43,9 @@ class LabelCache:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute(_SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(labels)")}
+        if "reason" not in columns:  # a cache written before screening reasons were stored
+            self._db.execute("ALTER TABLE labels ADD COLUMN reason TEXT")
         self._db.commit()
 
     def get_many(self, identity: str, keys: Iterable[str]) -> dict[str, LabelResult]:
@@ -51,10 +55,11 @@ class LabelCache:
         for start in range(0, len(keys), _CHUNK):
             chunk = keys[start : start + _CHUNK]
             rows = self._db.execute(
-                f"SELECT sentence, labels, backend, repaired, fallback FROM labels "
+                f"SELECT sentence, labels, backend, repaired, fallback, reason FROM labels "
                 f"WHERE identity = ? AND sentence IN ({','.join('?' * len(chunk))})", [identity, *chunk])
-            for sentence, labels, backend, repaired, fallback in rows:
-                found[sentence] = LabelResult(tuple(json.loads(labels)), backend, bool(repaired), bool(fallback))
+            for sentence, labels, backend, repaired, fallback, reason in rows:
+                found[sentence] = LabelResult(tuple(json.loads(labels)), backend, bool(repaired), bool(fallback),
+                                              reason)
         return found
 
     def put_many(self, identity: str, results: Mapping[str, LabelResult]) -> None:
@@ -62,8 +67,9 @@ class LabelCache:
         now = time.time()
         with self._db:
             self._db.executemany(
-                "INSERT OR IGNORE INTO labels VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [(identity, key, json.dumps(list(r.labels)), r.backend, int(r.repaired), int(r.fallback), now)
+                "INSERT OR IGNORE INTO labels (identity, sentence, labels, backend, repaired, fallback, created, reason) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [(identity, key, json.dumps(list(r.labels)), r.backend, int(r.repaired), int(r.fallback), now, r.reason)
                  for key, r in results.items()])
 
     def count(self, identity: str | None = None) -> int:

