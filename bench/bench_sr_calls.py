@@ -10,14 +10,14 @@ the same SR-writing path:
   without a calibrated threshold get no call and are listed as such;
 - baseline: every finding called at the uncalibrated 0.5 (as a site threshold).
 
-Data: the phantom the training used (``bundles/vecl_cxr/outputs/phantom``) when it exists, else one
-generated with the training defaults (600 images, seed 0) under ``--phantom-dir``.
+Data: ``--manifest``, else the phantom the bundle's training used (``<bundle>/outputs/phantom``) when it
+exists, else one generated with the training defaults (600 images, seed 0) under ``--phantom-dir``.
 
 ``--calibrate PATH`` (for a bundle whose evaluation wrote no thresholds file): first choose max-F1
 thresholds on the validation split with the evaluation's ``choose_thresholds``, from scores of the
 same deploy path, write them to PATH with :func:`monai_vecl.thresholds.save_thresholds`, then use them.
 
-Usage: python bench/bench_sr_calls.py [--bundle bundles/vecl_cxr] [--config deploy/config.yaml]
+Usage: python bench/bench_sr_calls.py [--bundle bundles/vecl_cxr] [--config deploy/config.yaml] [--manifest M]
                                       [--split test] [--limit N] [--thresholds PATH | --calibrate PATH]
 """
 
@@ -43,13 +43,13 @@ from monai_vecl.thresholds import ThresholdTable, save_thresholds
 from monai_vecl.training.dataset import resolve_manifest
 
 ROOT = Path(__file__).resolve().parents[1]
-TRAINING_PHANTOM = ROOT / "bundles" / "vecl_cxr" / "outputs" / "phantom" / "manifest.jsonl"
 
 
-def phantom_manifest(phantom_dir: Path) -> Path:
-    """The training's phantom when present (never regenerated here), else the bench's own copy."""
-    if TRAINING_PHANTOM.is_file():
-        return TRAINING_PHANTOM
+def phantom_manifest(bundle: Path, phantom_dir: Path) -> Path:
+    """The bundle training's phantom when present (never regenerated here), else the bench's own copy."""
+    trained_on = bundle / "outputs" / "phantom" / "manifest.jsonl"
+    if trained_on.is_file():
+        return trained_on
     return resolve_manifest(None, phantom_dir)
 
 
@@ -100,11 +100,12 @@ def main() -> None:
                         help="choose thresholds on the validation split first and write them here")
     parser.add_argument("--split", default="test")
     parser.add_argument("--limit", type=int, default=None, help="at most this many studies")
+    parser.add_argument("--manifest", type=Path, default=None, help="data set (default: the bundle's phantom)")
     parser.add_argument("--phantom-dir", type=Path, default=Path(tempfile.gettempdir()) / "vecl-bench-phantom")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
-    manifest = phantom_manifest(args.phantom_dir)
+    manifest = args.manifest or phantom_manifest(args.bundle, args.phantom_dir)
     records = [r for r in read_manifest(manifest) if r.split == args.split and r.view in ("PA", "AP") and r.findings]
     records = records[: args.limit] if args.limit else records
     base = dataclasses.replace(PipelineConfig.from_yaml(args.config), bundle_root=args.bundle.resolve(), device="cpu")
