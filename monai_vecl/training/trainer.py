@@ -329,6 +329,8 @@ def build_scheduler(kind: str, optimizer: torch.optim.Optimizer, total_steps: in
         return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=plateau_factor,
                                                           patience=plateau_patience)
     if kind == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=max_lr, total_steps=max(1, total_steps),
-                                                   pct_start=warmup_fraction)
+        # torch needs at least two warm-up and two decay steps; very short (test) runs get them
+        total_steps = max(4, total_steps)
+        pct = min(0.5, max(warmup_fraction, 2.0 / total_steps))
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=max_lr, total_steps=total_steps, pct_start=pct)
     raise ValueError(f"lr_schedule must be one of {SCHEDULES}, got {kind!r}")
