@@ -296,7 +296,7 @@ def load(args: argparse.Namespace, settings: dict, template: pydicom.Dataset, wo
                         raise RuntimeError(f"gateway exited: {(tmp_path / 'gateway.log').read_text()[-2000:]}")
                     return b"listening as" in (tmp_path / "gateway.log").read_bytes()
 
-                wait_until(listening, 300, what="gateway")
+                wait_until(listening, 900, what="gateway")  # a loaded machine can take minutes to import and load
                 db = sqlite3.connect(f"file:{tmp_path / 'spool' / 'state.sqlite'}?mode=ro", uri=True)
 
                 def delivered() -> int:

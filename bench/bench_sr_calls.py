@@ -3,12 +3,13 @@
 Phantom test-split studies are exported to DICOM (``monai_vecl.data.dicom_export``), run through the
 deploy pipeline (``StudyPipeline``: selection, preprocessing, zero-shot PNC, SR), the SRs are written
 and read back (``monai_vecl.deploy.sr.read_findings``), and the calls are compared with the phantom
-truth: per-finding precision, recall and F1 (scikit-learn). Two configurations in the same run, on
-the same SR-writing path:
+truth: per-finding precision, recall and F1 (scikit-learn). Two sets of calls from the same SRs:
 
-- calibrated: the bundle's ``models/thresholds.json`` (chosen on the validation split); findings
-  without a calibrated threshold get no call and are listed as such;
-- baseline: every finding called at the uncalibrated 0.5 (as a site threshold).
+- calibrated: the present/absent calls the SRs carry, made at the bundle's ``models/thresholds.json``
+  (chosen on the validation split); findings without a calibrated threshold carry no call and are
+  listed as such;
+- baseline: the uncalibrated 0.5 applied to the scores the same SRs carry (score >= 0.5 is what the
+  SR would say with a site threshold of 0.5; only the threshold differs, so the comparison isolates it).
 
 Data: ``--manifest``, else the phantom the bundle's training used (``<bundle>/outputs/phantom``) when it
 exists, else one generated with the training defaults (600 images, seed 0) under ``--phantom-dir``.
@@ -53,26 +54,41 @@ def phantom_manifest(bundle: Path, phantom_dir: Path) -> Path:
     return resolve_manifest(None, phantom_dir)
 
 
-def run_calls(pipeline: StudyPipeline, studies: list[tuple[Path, dict[str, int]]], out_dir: Path) -> dict:
-    """SRs for every study, read back: class name → (truth list, call list); plus uncalled names and timing."""
-    calls: dict[str, tuple[list[int], list[int]]] = {}
-    uncalled: set[str] = set()
-    started = time.perf_counter()
+def write_and_read(pipeline: StudyPipeline, studies: list[tuple[Path, dict[str, int]]], out_dir: Path) -> list:
+    """SR of every study, written and read back: ``[(truth, [ReportedFinding, ...]), ...]``."""
+    back = []
     for dicom_path, truth in studies:
         result = pipeline.process([dicom_path])
         if not result.findings:
             raise RuntimeError(f"{dicom_path.name}: no findings ({result.skipped_reason})")
-        sr = pydicom.dcmread(save_sr(result.sr, out_dir))
-        for finding in read_findings(sr):
-            if finding.class_name not in truth:
-                continue
-            if finding.present is None:
-                uncalled.add(finding.class_name)
-                continue
-            y_true, y_pred = calls.setdefault(finding.class_name, ([], []))
-            y_true.append(truth[finding.class_name])
-            y_pred.append(int(finding.present))
-    return {"calls": calls, "uncalled": uncalled, "seconds": time.perf_counter() - started}
+        back.append((truth, read_findings(pydicom.dcmread(save_sr(result.sr, out_dir)))))
+    return back
+
+
+def tabulate(back: list, thresholds: dict[str, float | None]) -> list[str]:
+    """Per-finding P/R/F1 of the SR calls and of score >= 0.5, and the macro F1 of each; as printed lines."""
+    lines = [f"{'finding':24} {'n_pos':>5} {'threshold':>9} {'P':>6} {'R':>6} {'F1':>6}   {'P@0.5':>6} {'R@0.5':>6}"
+             f" {'F1@0.5':>6}  dF1"]
+    macro: dict[str, list[float]] = {"calibrated": [], "0.5 baseline": []}
+    for name, chosen in thresholds.items():
+        rows = [(truth[name], f) for truth, found in back for f in found if f.class_name == name and name in truth]
+        y = [t for t, _ in rows if t in (0, 1)]
+        if not y:
+            continue
+        at_half = scores(y, [int(f.score >= 0.5) for t, f in rows if t in (0, 1)])
+        macro["0.5 baseline"].append(at_half[2])
+        half = " ".join(f"{v:6.3f}" for v in at_half)
+        if chosen is None:
+            lines.append(f"{name:24} {sum(y):5d} {'none':>9} {'no call':>20}   {half}")
+            continue
+        called = scores(y, [int(bool(f.present)) for t, f in rows if t in (0, 1)])
+        macro["calibrated"].append(called[2])
+        lines.append(f"{name:24} {sum(y):5d} {chosen:9.3f} " + " ".join(f"{v:6.3f}" for v in called)
+                     + f"   {half}  {called[2] - at_half[2]:+.3f}")
+    for label, values in macro.items():
+        if values:
+            lines.append(f"macro F1 {label}: {sum(values) / len(values):.3f} over {len(values)} findings")
+    return lines
 
 
 def calibrate(pipeline: StudyPipeline, studies: list[tuple[Path, dict[str, int]]], out: Path) -> Path:
@@ -120,47 +136,22 @@ def main() -> None:
         print(f"calibrated on {len(validation)} validation studies -> {args.thresholds}")
     if args.thresholds:
         base = dataclasses.replace(base, thresholds_file=str(Path(args.thresholds).resolve()))
-    calibrated = StudyPipeline(base)
-    if calibrated.calibration is None:
-        print("WARNING: no calibrated thresholds file: the calibrated run makes no calls")
-    names = list(calibrated.thresholds)
-    baseline = StudyPipeline(dataclasses.replace(base, site_thresholds={n: 0.5 for n in names}))
-
+    pipeline = StudyPipeline(base)
+    if pipeline.calibration is None:
+        print("WARNING: no calibrated thresholds file: the SRs carry no calls")
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
         studies = [(export_dicom(r, manifest, tmp_path / "dicom" / f"{i:05d}.dcm"), r.findings)
                    for i, r in enumerate(records)]
-        runs = {"calibrated": run_calls(calibrated, studies, tmp_path / "sr_calibrated"),
-                "0.5 baseline": run_calls(baseline, studies, tmp_path / "sr_baseline")}
-
-    table = calibrated.calibration
-    print(f"manifest {manifest} split {args.split}: {len(studies)} studies; model sha256 {calibrated.fingerprint[:16]}")
+        started = time.perf_counter()
+        back = write_and_read(pipeline, studies, tmp_path / "sr")
+        seconds = time.perf_counter() - started
+    table = pipeline.calibration
+    print(f"manifest {manifest} split {args.split}: {len(studies)} studies; model sha256 {pipeline.fingerprint[:16]}")
     print(f"thresholds: {table.describe() if table else 'none'}"
           + (f", file model_sha256 {table.model_sha256[:16]}" if table and table.model_sha256 else ""))
-    for label, run in runs.items():
-        print(f"{label}: {run['seconds']:.1f} s for {len(studies)} studies ({run['seconds'] / len(studies):.3f} s/study,"
-              " SR written and read back)")
-    print(f"\n{'finding':24} {'n_pos':>5} {'threshold':>9} {'P':>6} {'R':>6} {'F1':>6}   {'P@0.5':>6} {'R@0.5':>6}"
-          f" {'F1@0.5':>6}  dF1")
-    macro = {"calibrated": [], "0.5 baseline": []}
-    for name in names:
-        base_truth, base_pred = runs["0.5 baseline"]["calls"].get(name, ([], []))
-        if not base_truth:
-            continue
-        bp, br, bf = scores(base_truth, base_pred)
-        macro["0.5 baseline"].append(bf)
-        chosen = calibrated.thresholds[name].value
-        if name in runs["calibrated"]["uncalled"] or chosen is None:
-            print(f"{name:24} {sum(base_truth):5d} {'none':>9} {'no call':>20}   {bp:6.3f} {br:6.3f} {bf:6.3f}")
-            continue
-        cp, cr, cf = scores(*runs["calibrated"]["calls"][name])
-        macro["calibrated"].append(cf)
-        print(f"{name:24} {sum(base_truth):5d} {chosen:9.3f} {cp:6.3f} {cr:6.3f} {cf:6.3f}   {bp:6.3f} {br:6.3f}"
-              f" {bf:6.3f}  {cf - bf:+.3f}")
-    for label, values in macro.items():
-        if values:
-            print(f"macro F1 {label}: {sum(values) / len(values):.3f} over {len(values)} called findings")
-
+    print(f"{seconds:.1f} s for {len(studies)} studies ({seconds / len(studies):.3f} s/study, SR written and read back)\n")
+    print("\n".join(tabulate(back, {name: chosen.value for name, chosen in pipeline.thresholds.items()})))
 
 if __name__ == "__main__":
     main()
