@@ -60,7 +60,7 @@ def main() -> None:
         axes[1].contour(truth[args.finding], levels=[0.5], colors="lime", linewidths=1)
     label = seg.get_segment_description(1).segment_label
     model = "trained bundle" if trained else "UNTRAINED network"
-    axes[1].set_title(f"SEG segment {label!r} ({model}); drawn truth: green", fontsize=9)
+    axes[1].set_title(f"SEG {label!r} ({model}), truth: green", fontsize=9)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     fig.savefig(args.out, dpi=90)
