@@ -319,7 +319,7 @@ def load(args: argparse.Namespace, settings: dict, template: pydicom.Dataset, wo
                         t.start()
                     for t in threads:
                         t.join()
-                    wait_until(lambda: delivered() == n + 1, 120 + 5 * n, interval=0.5, what=f"{n} SRs delivered")
+                    wait_until(lambda: delivered() == n + 1, 600 + 30 * n, interval=0.5, what=f"{n} SRs delivered")
                     rows = [row for uid in sent for row in db.execute(
                         "SELECT s.last_received, r.delivered FROM studies s JOIN srs r ON r.sr_uid=s.sr_uid "
                         "WHERE s.study_uid=?", (uid,))]
