@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from monai_vecl.config import check_bool, check_fields
 from monai_vecl.data.preprocess import center_crop, resize_longest_and_pad
 from monai_vecl.networks import TextFeatures
 
@@ -49,8 +50,7 @@ class GroundingConfig:
     layers: str = "all"
 
     def __post_init__(self) -> None:
-        if not isinstance(self.enabled, bool):
-            raise TypeError(f"grounding.enabled must be true or false, got {self.enabled!r}")
+        check_bool("grounding.enabled", self.enabled)
         if self.method not in METHODS:
             raise ValueError(f"grounding.method must be one of {METHODS}, got {self.method!r}")
         if self.layers not in LAYERS:
@@ -59,9 +59,7 @@ class GroundingConfig:
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any] | None) -> GroundingConfig:
         data = dict(data or {})
-        unknown = set(data) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown keys in grounding: {sorted(unknown)}")
+        check_fields(cls, data)
         return cls(**data)
 
 

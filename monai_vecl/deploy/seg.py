@@ -1,6 +1,7 @@
 """DICOM Segmentation of the grounding maps (highdicom): where the model found each reported finding.
 
-One fractional segment per finding reported present, at the source image's resolution, with the
+One fractional segment (binary with ``binary_threshold``) per finding reported present, at the
+source image's resolution, with the
 source image referenced (Derivation Image / Source Image sequences), so a viewer lays it over that
 image. Segment property type = the finding code of the SR (:func:`monai_vecl.deploy.sr.finding_concept`),
 category "Morphologically abnormal structure", algorithm identification as in the SR. Segment
@@ -20,6 +21,7 @@ import numpy as np
 from pydicom.sr.codedict import codes
 from pydicom.uid import generate_uid
 
+from monai_vecl.config import check_fields
 from monai_vecl.deploy.sr import AlgorithmInfo, declare_private_scheme, finding_concept
 
 CATEGORY = codes.SCT.MorphologicallyAbnormalStructure
@@ -45,9 +47,7 @@ class SEGConfig:
     @classmethod
     def from_mapping(cls, data: Mapping | None) -> SEGConfig:
         data = dict(data or {})
-        unknown = set(data) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown keys in deploy.grounding.seg: {sorted(unknown)}")
+        check_fields(cls, data)
         return cls(**data)
 
 
@@ -59,7 +59,7 @@ def build_grounding_seg(
     fingerprint: str = "",
     method: str = "attention",
 ) -> hd.seg.Segmentation:
-    """A fractional SEG over ``source``: one segment per entry of ``maps`` (finding name → [Rows, Columns] in [0, 1])."""
+    """A SEG over ``source``: one segment per entry of ``maps`` (finding name → [Rows, Columns] in [0, 1])."""
     if not maps:
         raise ValueError("no grounding maps to write")
     shape = (int(source.Rows), int(source.Columns))
