@@ -24,7 +24,7 @@ def small():
     return build_vecl("small").eval()
 
 
-def _images(n, size=224, seed=0):
+def _images(n, size=128, seed=0):
     return torch.randn(n, 3, size, size, generator=torch.Generator().manual_seed(seed))
 
 
@@ -33,8 +33,11 @@ def test_small_preset_loads_shipped_minilm_weights_offline(small):
     ours = small.text_encoder.model.state_dict()
     key = next(k for k in shipped if k.endswith("encoder.layer.5.attention.self.query.weight"))
     assert torch.equal(ours[key.removeprefix("bert.").removeprefix("0.auto_model.")], shipped[key])
-    assert small.text_encoder.hidden_size == 384 and small.config.d_model == 256
-    assert (small.image_size, small.load_size) == (224, 256)
+    assert small.text_encoder.hidden_size == 384 and small.config.d_model == 128
+    assert (small.image_size, small.load_size) == (128, 144) and small.config.image_encoder == "resnet"
+    with torch.no_grad():
+        tokens = small.encode_images(_images(2))
+    assert small.image_token_grid == (8, 8) and tokens.shape == (2, 1 + 64, 128)
 
 
 def test_output_shapes_for_any_number_of_images_and_texts(small):
@@ -55,7 +58,8 @@ def test_text_features_are_masked_mean_of_last_four_layers(small):
         sentence, token_feats = small.text_encoder(tokens["input_ids"], tokens["attention_mask"])
         hidden = small.text_encoder.model(**tokens, output_hidden_states=True).hidden_states
     expected_tokens = hidden[-1] + hidden[-2] + hidden[-3] + hidden[-4]
-    assert torch.allclose(token_feats, expected_tokens, atol=1e-5)
+    real = tokens["attention_mask"].bool()  # the frozen-text cache keeps real tokens only (padding is masked)
+    assert torch.allclose(token_feats[real], expected_tokens[real], atol=1e-5)
     n0 = int(tokens["attention_mask"][0].sum())
     assert n0 < tokens["input_ids"].shape[1], "sentence 0 must be padded for this test"
     assert torch.allclose(sentence[0], expected_tokens[0, :n0].mean(0), atol=1e-5)
@@ -95,7 +99,7 @@ def test_presets_are_plain_data_and_overridable():
     cfg = make_config("small", d_model=128, head_dims=[64, 32], fusion_layers=1)
     assert isinstance(cfg, VECLConfig) and cfg.d_model == 128 and cfg.head_dims == (64, 32)
     assert make_config("paper").d_model == 768 and make_config("paper").patch_size == 16
-    with pytest.raises(ValueError, match="unknown network option"):
+    with pytest.raises(ValueError, match="unknown VECLConfig option"):
         make_config("small", dmodel=3)
     with pytest.raises(ValueError, match="unknown preset"):
         make_config("huge")
@@ -106,8 +110,12 @@ def test_override_builds_a_different_network():
     assert len(net.fusion_module.decoder.layers) == 1
     assert net.fusion_module.mlp_head[0].in_features == 64
     assert net.text_proj.out_features == 64 and net.img_proj.out_features == 64
-    with pytest.raises(ValueError, match="224"):
+    with pytest.raises(ValueError, match="128"):
         net.encode_images(torch.zeros(1, 3, 200, 200))
+    vit = build_vecl("small", image_encoder="vit", image_size=64, load_size=72, patch_size=32, vit_hidden_size=32,
+                     vit_mlp_dim=32, vit_num_layers=1, vit_num_heads=2, d_model=32, fusion_layers=1, head_dims=(16,))
+    with torch.no_grad():
+        assert vit.encode_images(_images(1, 64)).shape == (1, 1 + 4, 32) and vit.image_token_grid == (2, 2)
 
 
 def test_training_step_moves_every_trainable_weight():
