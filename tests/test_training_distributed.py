@@ -25,11 +25,15 @@ IMAGE_LABELS = [["2-", "3-"], ["2+", "4+"], ["4+"], ["3-", "8-"], ["8+", "2+"], 
 
 
 def make_network() -> nn.Module:
-    """The small preset shrunk to a few thousand weights (no dropout), built from a config: no weight files."""
+    """The small preset shrunk to a few thousand weights (no dropout), built from a config: no weight files.
+
+    The ViT encoder and a trained text encoder: the gathers under test carry gradients into both encoders.
+    (The ResNet's batch norm normalises per rank under DDP, as plain DDP does, so it would not give the
+    single-process numbers.)"""
     torch.manual_seed(0)
     tiny_bert = {"model_type": "bert", "hidden_size": 16, "num_hidden_layers": 2, "num_attention_heads": 2,
                  "intermediate_size": 32, "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
-    return build_vecl("small", image_size=32, load_size=40, patch_size=16, vit_hidden_size=16, vit_mlp_dim=32,
+    return build_vecl("small", image_encoder="vit", freeze_text=False, image_size=32, load_size=40, patch_size=16, vit_hidden_size=16, vit_mlp_dim=32,
                       vit_num_layers=1, vit_num_heads=2, text_config=tiny_bert, text_last_n_layers=2, d_model=16,
                       fusion_layers=1, fusion_heads=2, fusion_ffn_dim=32, fusion_dropout=0.0, head_dims=(16,))
 
