@@ -214,6 +214,8 @@ def main() -> None:
     parser.add_argument("--decoding", type=int, default=0, help="sentences for the decoding comparison (0: skip)")
     parser.add_argument("--decoding-models", nargs="*", default=["smollm2-135m", "qwen2.5-coder-0.5b"])
     parser.add_argument("--cache", type=Path, default=Path("var/bench_labeling_models.sqlite"))
+    parser.add_argument("--reuse", action="store_true",
+                        help="report a model's saved results of the last run on the same sample instead of rerunning it")
     parser.add_argument("--only", help=argparse.SUPPRESS)
     parser.add_argument("--json", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -238,6 +240,7 @@ def main() -> None:
     rows.append(("rules (uncertain → positive)", {normalize_sentence(s): positive.labels_of(s) for s in todo},
                  rules_s, None, None))
     unsure = [s for s in todo if rules.uncertain(s)]
+    from monai_vecl.labeling.hybrid import merge_doubtful
     results = {}
     for name in args.models:
         if name not in PACKAGED or not installed(name):
@@ -248,8 +251,10 @@ def main() -> None:
                "--seed", str(args.seed), "--per-finding", str(args.per_finding), "--normal", str(args.normal),
                "--batch-size", str(args.batch_size), "--max-new-tokens", str(args.max_new_tokens),
                "--threads", str(args.threads), "--decoding", str(args.decoding if name in args.decoding_models else 0)]
-        print(f"- {name}: labeling ...", flush=True)
-        if subprocess.run(cmd).returncode != 0 or not out.exists():
+        keys = {normalize_sentence(s) for s in todo}
+        reuse = args.reuse and out.exists() and set(json.loads(out.read_text())["labels"]) == keys
+        print(f"- {name}: {'results of the last run on this sample' if reuse else 'labeling ...'}", flush=True)
+        if not reuse and (subprocess.run(cmd).returncode != 0 or not out.exists()):
             print(f"- {name}: failed, skipped")
             continue
         res = json.loads(out.read_text())
@@ -258,7 +263,8 @@ def main() -> None:
         rows.append((f"{name} (constrained, few-shot)", llm, res["s_per_sentence"], res["peak_rss_mb"], res))
         hybrid = dict(rules_labels)
         for s in unsure:
-            hybrid[normalize_sentence(s)] = llm[normalize_sentence(s)]
+            labels, doubtful = rules.analyse(s)
+            hybrid[normalize_sentence(s)] = merge_doubtful(labels, doubtful, llm[normalize_sentence(s)])
         rows.append((f"hybrid: rules + {name} on unsure sentences", hybrid,
                      res["s_per_sentence"] * len(unsure) / len(todo), res["peak_rss_mb"], None))
 
@@ -282,7 +288,8 @@ def main() -> None:
           f"{len(todo) - len(unsure)} LLM calls saved ({1 - len(unsure) / len(todo):.0%}).")
     print("\n### Per finding F1 (report level)\n")
     names = list(table)
-    short = [n.split(" (")[0].replace("hybrid: rules + ", "hybrid ").replace(" on unsure sentences", "") for n in names]
+    short = [n.replace("rules (uncertain → positive)", "rules, positive").split(" (")[0]
+             .replace("hybrid: rules + ", "hybrid ").replace(" on unsure sentences", "") for n in names]
     print("| finding | support | " + " | ".join(short) + " |")
     print("|---|---:|" + "---:|" * len(names))
     for i, code in enumerate(FINDINGS):

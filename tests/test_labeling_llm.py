@@ -133,4 +133,9 @@ def test_hybrid_asks_the_llm_only_where_rules_are_unsure():
     assert llm.seen == [2] and hybrid.calls_saved == 3 and hybrid.stats.llm_calls == 2
     assert hybrid.identity.startswith("hybrid/scripted/test/p/rules/")
     assert RulesLabeler().uncertain("Possible pneumonia; small effusion.") == frozenset({6})
+    # the LLM decides the doubtful finding only: the certain nodule stays, its answer about the nodule does not count
+    llm2 = Scripted({"6 mm nodule, possibly a granuloma.": "22-"}, {})
+    assert HybridLabeler(llm2).label("6 mm nodule, possibly a granuloma.").labels == ("9+", "22-")
+    llm3 = Scripted({"6 mm nodule, possibly a granuloma.": "25"}, {})
+    assert HybridLabeler(llm3).label("6 mm nodule, possibly a granuloma.").labels == ("9+",)
     assert RulesLabeler().uncertain("Pneumonia; possible pneumonia.") == frozenset()

