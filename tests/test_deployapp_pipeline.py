@@ -75,7 +75,7 @@ def test_scores_come_from_the_bundle_weights(pipeline, bundle):
     _, reference_model = bundle
     result = pipeline.process([rg1_path()])
     names = NAMES
-    image = preprocess_gray(dicom_to_gray01(pydicom.dcmread(rg1_path())))[None]
+    image = preprocess_gray(dicom_to_gray01(pydicom.dcmread(rg1_path())), reference_model.image_size, reference_model.load_size)[None]
     expected = ZeroShotClassifier(reference_model, names).scores(image, mode="pnc")[0]
     assert list(result.scores) == names
     np.testing.assert_allclose([result.scores[n] for n in names], expected.numpy(), atol=1e-5)
