@@ -127,17 +127,13 @@ def seed_table(summaries: dict[str, list[dict]]) -> str:
 
 
 def macro_auc(truth, scores) -> float:
-    """Macro ROC AUC over classes with both labels present (the evaluation's rule)."""
+    """Macro ROC AUC with the training validation's rule (classes with both labels; NaN truth = no label)."""
     import numpy as np
-    from sklearn.metrics import roc_auc_score
 
-    values = []
-    for c in range(truth.shape[1]):
-        keep = (truth[:, c] == 0) | (truth[:, c] == 1)
-        y = truth[keep, c]
-        if 0 < y.sum() < len(y):
-            values.append(roc_auc_score(y, scores[keep, c]))
-    return float(np.mean(values)) if values else float("nan")
+    from monai_vecl.training.validation import macro_auc as masked_macro_auc
+
+    labels = np.where(np.isnan(truth), -1, truth).astype(np.int64)
+    return masked_macro_auc(labels, scores, [str(c) for c in range(truth.shape[1])])[0]
 
 
 def paired_difference(run_dirs: dict[str, list[Path]], split: str, baseline: str, other: str, n_bootstrap: int,
