@@ -1,9 +1,9 @@
 """Write a manifest record's image as a DX DICOM file (for the PACS / deployment path).
 
 Digital X-Ray Image Storage - For Presentation, MONOCHROME2, 12 bits stored in 16, uncompressed.
-Study, series and instance UIDs are derived from the record's ids (``2.25`` UUID-style UIDs from
-a hash), so exporting the same study twice gives the same UIDs and the deployment tests can push
-a study, recognise it and push it again.
+Study, series and instance UIDs are derived from the record's ids by the package's one UID scheme
+(:func:`monai_vecl.data.uids.deterministic_uid`), so exporting the same study twice gives the same
+UIDs and the deployment tests can push a study, recognise it and push it again.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ import numpy as np
 from PIL import Image
 
 from monai_vecl.data.manifest import Record, image_path
+from monai_vecl.data.uids import deterministic_uid
+from monai_vecl.files import atomic_open
 
 DX_FOR_PRESENTATION = "1.2.840.10008.5.1.4.1.1.1.1"
 #: Phantom field of view (mm); real images keep it only as a nominal spacing.
@@ -32,12 +34,6 @@ def _code(scheme: str, value: str, meaning: str):
     item = Dataset()
     item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = value, scheme, meaning
     return item
-
-
-def deterministic_uid(*parts: str) -> str:
-    """A valid ``2.25.<int>`` UID from a 128-bit hash of ``parts`` (same parts → same UID)."""
-    digest = hashlib.sha256("\x1f".join(("monai-vecl", *parts)).encode()).digest()
-    return f"2.25.{int.from_bytes(digest[:16], 'big')}"
 
 
 def _short(text: str, n: int = 16) -> str:
@@ -135,7 +131,6 @@ def export_dicom(record: Record, manifest_path: str | os.PathLike, out_path: str
     for keyword, value in {**defaults, **tags}.items():
         setattr(ds, keyword, value)
     ds.PixelData = pixels.astype("<u2").tobytes()
-    out = Path(out_path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    pydicom.dcmwrite(out, ds, enforce_file_format=True)
-    return out
+    with atomic_open(out_path) as f:
+        pydicom.dcmwrite(f, ds, enforce_file_format=True)
+    return Path(out_path)
