@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from monai_vecl.files import write_json
+
 FORMAT = 1
 FILE_NAME = "thresholds.json"
 RULES = ("max_f1", "max_mcc")
@@ -95,13 +97,5 @@ def load_thresholds(path: str | os.PathLike) -> ThresholdTable:
 
 
 def save_thresholds(table: ThresholdTable, path: str | os.PathLike) -> Path:
-    """Write ``table`` as JSON atomically (temporary file, fsync, rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as fh:
-        json.dump(table.to_json(), fh, indent=2, sort_keys=True)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    return path
+    """Write ``table`` as JSON atomically (:func:`monai_vecl.files.write_json`)."""
+    return write_json(path, table.to_json(), sort_keys=True)

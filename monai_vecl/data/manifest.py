@@ -13,6 +13,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from monai_vecl.files import atomic_open
 from monai_vecl.taxonomy import image_label_set, normalize_label_set
 
 SPLITS = ("train", "validate", "test", "test_shifted")
@@ -62,17 +63,11 @@ _FIELDS = {f.name for f in fields(Record)}
 
 
 def write_manifest(records: Iterable[Record], path: str | os.PathLike) -> Path:
-    """Write records atomically (temp file + rename) so a killed writer never leaves half a manifest."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
+    """Write records atomically (:func:`monai_vecl.files.atomic_open`): a killed writer never leaves half a manifest."""
+    with atomic_open(path, "w") as f:
         for record in records:
             f.write(record.to_json() + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    return path
+    return Path(path)
 
 
 def iter_manifest(path: str | os.PathLike) -> Iterator[Record]:
