@@ -1,4 +1,4 @@
-"""VECL training losses: the 3D InfoNCE and the ablations of the VECL paper (Table 3) (DESIGN §4).
+"""VECL training losses: the 3D InfoNCE and the ablations of the VECL paper (Table 3) (docs/method.md §Loss).
 
 Logits have shape [N, N, 3]: row = image, column = sentence, channel = entail / neutral /
 contradict. Every loss is applied to the i2t and to the t2i logits and the two are added.

@@ -1,4 +1,4 @@
-"""Classification metrics for zero-shot and probe scores, per class and macro (DESIGN §6).
+"""Classification metrics for zero-shot and probe scores, per class and macro (docs/method.md §Metrics).
 
 Two threshold protocols, named in every output key:
 

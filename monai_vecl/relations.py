@@ -1,4 +1,4 @@
-"""Visual-entailment relation targets between images and report sentences (DESIGN §3).
+"""Visual-entailment relation targets between images and report sentences (docs/method.md §Relation targets).
 
 For every (image i, sentence j) pair the target is one-hot over three channels:
 0 = entail, 1 = neutral, 2 = contradict. Image i carries the union of the signed labels
@@ -15,7 +15,7 @@ reference code (WVeLong/VECL, MIT):
 
 Images whose report mentions a finding both ways (``k+`` and ``k-`` in different sentences;
 47% of the MIMIC-CXR reference label rows) need a precedence rule. ``mixed="contradict"``
-(default, DESIGN §3) lets contradiction win in both directions. ``mixed="reference"``
+(default, docs/method.md §Relation targets) lets contradiction win in both directions. ``mixed="reference"``
 reproduces the reference code's order of checks: support is tested first, so a ``k+`` sentence
 entails such an image while (closed world) a ``k-`` sentence contradicts it.
 

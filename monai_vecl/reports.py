@@ -1,7 +1,8 @@
 """Report text handling: sections, sentences, normalisation and the sampling-time length cap.
 
 VECL trains on the FINDINGS and IMPRESSION sections of MIMIC-CXR reports, split into sentences,
-one sentence sampled per image and step, capped at 97 characters (VECL reference code, DESIGN §7).
+one sentence sampled per image and step, capped at 97 characters (VECL reference code,
+docs/method.md §Training samples).
 Everything here is plain text processing: no model, no I/O.
 """
 

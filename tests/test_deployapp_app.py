@@ -42,7 +42,7 @@ def test_app_writes_one_sr_per_frontal_chest_study_and_explains_the_rest(tmp_pat
     config["deploy"]["site_thresholds"] = {class_names[1]: 0.0}  # the site override wins: present
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
     env = {**os.environ, "VECL_DEPLOY_CONFIG": str(tmp_path / "config.yaml"), "HF_HUB_OFFLINE": "1"}
-    # holoscan, under the SDK, wants a 32 MB stack (DESIGN §9)
+    # holoscan, under the SDK, wants a 32 MB stack (docs/deploy_app.md)
     app = REPO / "deploy" / "app.py"
     cmd = f"ulimit -s 32768 2>/dev/null; exec {sys.executable} {app} -i {inbox} -o {outbox} -m {bundle}"
     run = subprocess.run(

@@ -1,4 +1,4 @@
-"""Image and text encoders of the VECL network (DESIGN §5).
+"""Image and text encoders of the VECL network (docs/method.md §Network).
 
 The image encoder is MONAI's ViT returning the CLS token followed by the patch tokens. The text
 encoder is any transformers ``AutoModel``; token features are the sum of its last hidden layers

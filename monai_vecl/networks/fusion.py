@@ -1,4 +1,4 @@
-"""Cross-attention fusion of the VECL network (DESIGN §5), shared by both directions.
+"""Cross-attention fusion of the VECL network (docs/method.md §Network), shared by both directions.
 
 Queries (sentence features for i2t, image CLS features for t2i) attend to the tokens of one
 memory item (an image or a sentence) through pre-norm decoder layers *without* query

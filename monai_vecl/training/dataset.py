@@ -1,7 +1,7 @@
 """Manifest records → training samples: one image, one randomly drawn report sentence, signed labels.
 
 VECL samples one sentence of the image's report per image and step, capped at 97 characters
-(VECL reference code, DESIGN §7). The image's label set is the union of the labels of *all* its
+(VECL reference code, docs/method.md §Training samples). The image's label set is the union of the labels of *all* its
 report's sentences, so a drawn sentence is judged against everything the report says.
 
 Rule for images without a labeled sentence (no sentences, or ``sentence_labels`` missing): they

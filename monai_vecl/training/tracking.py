@@ -1,6 +1,7 @@
 """MLflow tracking to a local store: a SQLite tracking database and a local artifact folder, no server.
 
-MLflow ≥ 3.13 refuses the old file store, hence SQLite (DESIGN §9). Open it with
+MLflow's file store raises unless ``MLFLOW_ALLOW_FILE_STORE=true`` (mlflow 3.17.2 ``FileStore``), hence
+SQLite. Open it with
 ``mlflow ui --backend-store-uri sqlite:///<bundle>/outputs/mlflow.db --workers 1``.
 """
 
