@@ -157,9 +157,10 @@ def test_spool_write_is_atomic_and_hashes_names(tmp_path: Path) -> None:
     spool.write(path, b"first")
     spool.write(path, b"second")
     assert path.read_bytes() == b"second"
-    assert os.listdir(tmp_path / "spool" / "tmp") == []
-    (tmp_path / "spool" / "tmp" / "x.part").write_bytes(b"half")
+    assert os.listdir(path.parent) == [path.name]
+    (path.parent / f".{path.name}.0123.part").write_bytes(b"half")  # what a crash mid-write leaves
     assert spool.clear_tmp() == 1 and spool.instance_files() == [path]
+    assert os.listdir(path.parent) == [path.name]
 
 
 def test_deliver_now_makes_waiting_deliveries_due(store: StateStore) -> None:
