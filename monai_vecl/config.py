@@ -7,6 +7,7 @@ a silently ignored override is worse than an error, so configuration entry point
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import types
 import typing
 from typing import Any
@@ -38,8 +39,16 @@ def _matches(value: Any, annotation: Any) -> bool:
         args = [a for a in typing.get_args(annotation) if a is not Ellipsis]
         return isinstance(value, (tuple, list)) and all(_matches(v, args[0]) for v in value) if args else True
     if origin is dict:
-        return isinstance(value, dict)
+        args = typing.get_args(annotation)
+        return isinstance(value, dict) and (not args or all(
+            _matches(k, args[0]) and _matches(v, args[1]) for k, v in value.items()))
     return isinstance(value, annotation) if isinstance(annotation, type) else True
+
+
+def _type_name(annotation: Any) -> str:
+    """``int``, ``float | None``, ``tuple[str, ...]``: how a YAML or command-line user reads a type."""
+    return annotation.__name__ if isinstance(annotation, type) and not typing.get_args(annotation) else \
+        str(annotation).replace("typing.", "").replace("pathlib.", "")
 
 
 def check_fields(cls: type, values: dict[str, Any]) -> None:
@@ -52,4 +61,40 @@ def check_fields(cls: type, values: dict[str, Any]) -> None:
         raise ValueError(f"unknown {cls.__name__} option(s) {unknown}; known: {sorted(known)}")
     for key, value in values.items():
         if not _matches(value, hints[key]):
-            raise TypeError(f"{cls.__name__}.{key} must be {hints[key]}, got {value!r} of type {type(value).__name__}")
+            raise _type_error(f"{cls.__name__}.{key}", value, hints[key])
+
+
+def _type_error(name: str, value: Any, annotation: Any) -> TypeError:
+    return TypeError(f"{name} must be {_type_name(annotation)}, got {value!r} of type {type(value).__name__}")
+
+
+def check_dataclass(obj: Any) -> None:
+    """:func:`check_fields` on a dataclass instance's own values (for ``__post_init__``: direct construction is
+    checked as well as mappings)."""
+    check_fields(type(obj), {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)})
+
+
+def check_choice(name: str, value: Any, choices: typing.Iterable[Any]) -> Any:
+    """``value`` if it is one of ``choices``; otherwise a ``ValueError`` naming the key and the accepted values."""
+    choices = tuple(choices)
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
+    return value
+
+
+def check_arguments(func: typing.Callable[..., Any], values: typing.Mapping[str, Any]) -> None:
+    """``TypeError`` for a value of ``values`` whose type does not match the annotation of ``func``'s parameter of
+    that name, naming ``Owner.parameter`` and the accepted type: ``check_arguments(Cls.__init__, locals())`` first
+    thing in ``__init__`` checks a class that is not a dataclass."""
+    owner = func.__qualname__.removesuffix(".__init__")
+    hints = typing.get_type_hints(func)
+    for name in inspect.signature(func).parameters:
+        if name in hints and name in values and not _matches(values[name], hints[name]):
+            raise _type_error(f"{owner}.{name}", values[name], hints[name])
+
+
+def check_min(name: str, value: int | float, minimum: int | float) -> int | float:
+    """``value`` if it is at least ``minimum``; otherwise a ``ValueError`` naming the key and the bound."""
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
+    return value
