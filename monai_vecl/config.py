@@ -51,27 +51,31 @@ def _type_name(annotation: Any) -> str:
         str(annotation).replace("typing.", "").replace("pathlib.", "")
 
 
-def check_fields(cls: type, values: dict[str, Any]) -> None:
+def check_fields(cls: type, values: dict[str, Any], name: str | None = None) -> None:
     """Raise ``ValueError`` for keys that are not fields of dataclass ``cls`` and ``TypeError`` for values
-    whose type does not match the field's annotation, naming the key and the accepted type."""
+    whose type does not match the field's annotation, naming the key and the accepted type.
+
+    ``name`` (default: the class name) is what the messages call the section, e.g. ``deploy.selection``.
+    """
+    name = name or cls.__name__
     hints = typing.get_type_hints(cls)
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - known)
     if unknown:
-        raise ValueError(f"unknown {cls.__name__} option(s) {unknown}; known: {sorted(known)}")
+        raise ValueError(f"unknown {name} option(s) {unknown}; known: {sorted(known)}")
     for key, value in values.items():
         if not _matches(value, hints[key]):
-            raise _type_error(f"{cls.__name__}.{key}", value, hints[key])
+            raise _type_error(f"{name}.{key}", value, hints[key])
 
 
 def _type_error(name: str, value: Any, annotation: Any) -> TypeError:
     return TypeError(f"{name} must be {_type_name(annotation)}, got {value!r} of type {type(value).__name__}")
 
 
-def check_dataclass(obj: Any) -> None:
+def check_dataclass(obj: Any, name: str | None = None) -> None:
     """:func:`check_fields` on a dataclass instance's own values (for ``__post_init__``: direct construction is
     checked as well as mappings)."""
-    check_fields(type(obj), {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)})
+    check_fields(type(obj), {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}, name)
 
 
 def check_choice(name: str, value: Any, choices: typing.Iterable[Any]) -> Any:

@@ -38,3 +38,10 @@ def test_check_choice_names_the_accepted_values():
     assert check_choice("deploy.score_mode", "pnc", ("pnc", "pos")) == "pnc"
     with pytest.raises(ValueError, match=r"deploy.score_mode must be one of \['pnc', 'pos'\], got 'PNC'"):
         check_choice("deploy.score_mode", "PNC", ("pnc", "pos"))
+
+
+def test_messages_name_the_section_when_given():
+    with pytest.raises(ValueError, match=r"unknown deploy.x option\(s\) \['nmae'\]"):
+        check_fields(_Options, {"nmae": "b"}, "deploy.x")
+    with pytest.raises(TypeError, match="deploy.x.name must be str"):
+        check_dataclass(_Options(name=1), "deploy.x")
