@@ -1,4 +1,4 @@
-"""Zero-shot POS/PNC scoring against a brute-force per-pair computation (DESIGN §6)."""
+"""Zero-shot POS/PNC scoring against a brute-force per-pair computation (docs/method.md §Scoring)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Evaluation-time image preprocessing shared by evaluation and deployment (DESIGN §7).
+"""Evaluation-time image preprocessing shared by evaluation and deployment (docs/method.md §Preprocessing).
 
 Grayscale in [0, 1] → longest side ``load_size`` keeping aspect → zero-pad to a square →
 centre crop ``image_size`` → normalise → repeat to 3 channels. The training loaders

@@ -1,4 +1,4 @@
-"""Retrieval-based report generation (DESIGN §6): each test image gets the candidate report it
+"""Retrieval-based report generation (docs/method.md §Retrieval): each test image gets the candidate report it
 entails most, scored with BLEU-1/2, ROUGE-L and CIDEr against its own report.
 
 Text metrics are the COCO caption implementations from ``pycocoevalcap`` (BLEU corpus-level,

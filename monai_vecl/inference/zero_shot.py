@@ -1,4 +1,4 @@
-"""Zero-shot POS and PNC scoring with a VECL network (DESIGN §6).
+"""Zero-shot POS and PNC scoring with a VECL network (docs/method.md §Scoring).
 
 ``p_e(image, prompt)`` is the entail-channel probability of the softmax over the three
 relation channels (entail, neutral, contradict) of the inference logits ``(i2t + t2i) / 2``.

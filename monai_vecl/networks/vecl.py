@@ -1,4 +1,4 @@
-"""The VECL network: image encoder, text encoder and the shared two-way fusion (DESIGN §5)."""
+"""The VECL network: image encoder, text encoder and the shared two-way fusion (docs/method.md §Network)."""
 
 from __future__ import annotations
 

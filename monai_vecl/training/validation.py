@@ -1,4 +1,4 @@
-"""Per-epoch validation: zero-shot PNC (and POS) macro ROC AUC on the validation split (DESIGN §6).
+"""Per-epoch validation: zero-shot PNC (and POS) macro ROC AUC on the validation split (docs/method.md §Scoring).
 
 Images go through the evaluation preprocessing shared with evaluation and deployment
 (:func:`monai_vecl.data.preprocess.preprocess_gray`), so the figure tracked during training is
