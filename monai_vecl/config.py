@@ -47,6 +47,8 @@ def _matches(value: Any, annotation: Any) -> bool:
 
 def _type_name(annotation: Any) -> str:
     """``int``, ``float | None``, ``tuple[str, ...]``: how a YAML or command-line user reads a type."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):  # "Augmentation | None", not its module path
+        return " | ".join("None" if a is type(None) else _type_name(a) for a in typing.get_args(annotation))
     return annotation.__name__ if isinstance(annotation, type) and not typing.get_args(annotation) else \
         str(annotation).replace("typing.", "").replace("pathlib.", "")
 

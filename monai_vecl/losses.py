@@ -21,7 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from monai_vecl.relations import CONTRADICT, ENTAIL, NEUTRAL, relation_targets
+from monai_vecl.config import check_arguments, check_choice, check_min
+from monai_vecl.relations import CONTRADICT, ENTAIL, MIXED_RULES, NEGATIVE_SEMANTICS, NEUTRAL, relation_targets
 
 LOSS_KINDS = ("vecl", "vecl_paper", "no_entailment", "bce", "ce", "clip")
 _DIAGONAL_WEIGHT = 1.5  # reference code
@@ -68,7 +69,11 @@ class VECLLoss(nn.Module):
 
     Args:
         kind: one of :data:`LOSS_KINDS`.
-        negatives, entail_diagonal, mixed: passed to :func:`monai_vecl.relations.relation_targets`.
+        negatives, entail_diagonal, mixed, sentences_per_image: passed to
+            :func:`monai_vecl.relations.relation_targets`.
+
+    Arguments are checked when the loss is built (types by annotation, choices, k >= 1), so a bundle override
+    such as ``--entail_diagonal false`` (the string ``'false'``) fails naming the key instead of training on.
     """
 
     def __init__(
@@ -79,11 +84,12 @@ class VECLLoss(nn.Module):
         mixed: str = "contradict",
         sentences_per_image: int = 1,
     ):
+        check_arguments(VECLLoss.__init__, locals())
         super().__init__()
-        if kind not in LOSS_KINDS:
-            raise ValueError(f"kind must be one of {LOSS_KINDS}, got {kind!r}")
-        if not isinstance(sentences_per_image, int) or isinstance(sentences_per_image, bool) or sentences_per_image < 1:
-            raise ValueError(f"sentences_per_image must be an integer >= 1, got {sentences_per_image!r}")
+        check_choice("VECLLoss.kind", kind, LOSS_KINDS)
+        check_choice("VECLLoss.negatives", negatives, NEGATIVE_SEMANTICS)
+        check_choice("VECLLoss.mixed", mixed, MIXED_RULES)
+        check_min("VECLLoss.sentences_per_image", sentences_per_image, 1)
         self.kind = kind
         self.sentences_per_image = sentences_per_image
         self.target_options = {"negatives": negatives, "entail_diagonal": entail_diagonal, "mixed": mixed,

@@ -84,7 +84,7 @@ SYNONYMS: dict[int, tuple[str, ...]] = {
     24: ("calcification", "calcifications", "calcified"),
 }
 
-#: Zero-shot class names used in prompts, per evaluation set (DESIGN §2; VECL paper).
+#: Zero-shot class names used in prompts, per evaluation set (docs/method.md §Taxonomy; VECL paper).
 ZERO_SHOT_CLASSES: dict[str, tuple[str, ...]] = {
     "chexpert": ("Atelectasis", "Cardiomegaly", "Pulmonary Consolidation", "Pulmonary Edema", "Pleural Effusion"),
     "chestxray14": (

@@ -150,3 +150,24 @@ def test_shape_errors():
         loss_fn(torch.zeros(2, 3, 3), torch.zeros(2, 2, 3), img, img)
     with pytest.raises(ValueError, match="kind"):
         VECLLoss("triplet")
+
+
+def test_options_are_checked_when_the_loss_is_built():
+    assert VECLLoss("clip", "open_world", False, "reference", 4).target_options["entail_diagonal"] is False
+    # --entail_diagonal false on the command line arrives as the truthy string false.
+    with pytest.raises(TypeError, match=r"VECLLoss.entail_diagonal must be bool, got .false. of type str"):
+        VECLLoss(entail_diagonal="false")
+    with pytest.raises(TypeError, match=r"VECLLoss.sentences_per_image must be int, got .4. of type str"):
+        VECLLoss(sentences_per_image="4")
+    with pytest.raises(TypeError, match=r"VECLLoss.sentences_per_image must be int, got True"):
+        VECLLoss(sentences_per_image=True)
+    with pytest.raises(ValueError, match=r"VECLLoss.sentences_per_image must be >= 1, got 0"):
+        VECLLoss(sentences_per_image=0)
+    with pytest.raises(ValueError, match=r"VECLLoss.kind must be one of \[.vecl., .vecl_paper."):
+        VECLLoss("triplet")
+    with pytest.raises(ValueError, match=r"VECLLoss.negatives must be one of \[.closed_world., .open_world.\], got"):
+        VECLLoss(negatives="open")
+    with pytest.raises(ValueError, match=r"VECLLoss.mixed must be one of \[.contradict., .reference.\]"):
+        VECLLoss(mixed="both")
+    with pytest.raises(TypeError, match="unexpected keyword argument .negative."):
+        VECLLoss(negative="open_world")

@@ -105,6 +105,26 @@ def test_presets_are_plain_data_and_overridable():
         make_config("huge")
 
 
+def test_a_directly_built_config_checks_itself():
+    from monai_vecl.networks.encoders import IMAGE_ENCODERS
+    from monai_vecl.networks.presets import IMAGE_ENCODER_KINDS
+
+    assert set(IMAGE_ENCODERS) == set(IMAGE_ENCODER_KINDS)
+    assert VECLConfig(vit_dropout=0, head_dims=(8,)).vit_dropout == 0  # an int where a float is asked is fine
+    with pytest.raises(TypeError, match=r"VECLConfig.freeze_text must be bool, got .false. of type str"):
+        VECLConfig(freeze_text="false")
+    with pytest.raises(TypeError, match=r"VECLConfig.d_model must be int, got .128. of type str"):
+        VECLConfig(d_model="128")
+    with pytest.raises(TypeError, match=r"VECLConfig.head_dims must be tuple\[int, \.\.\.\]"):
+        VECLConfig(head_dims=("64",))
+    with pytest.raises(TypeError, match="unexpected keyword argument .dmodel."):
+        VECLConfig(dmodel=3)
+    with pytest.raises(ValueError, match=r"VECLConfig.image_encoder must be one of \[.vit., .resnet.\], got .cnn."):
+        VECLConfig(image_encoder="cnn")
+    with pytest.raises(ValueError, match=r"VECLConfig.text_pooling must be one of \[.masked_mean., .mean.\]"):
+        make_config("small", text_pooling="max")
+
+
 def test_override_builds_a_different_network():
     net = build_vecl("small", d_model=64, fusion_layers=1, head_dims=(32,), vit_num_layers=1)
     assert len(net.fusion_module.decoder.layers) == 1

@@ -129,6 +129,31 @@ def test_train_loader_slices_global_batches_by_rank(manifest, backend):
     assert len(resumed) == 1 and torch.equal(resumed[0]["index"], per_rank[0][1]["index"])
 
 
+def test_loader_options_are_checked_naming_the_key(manifest):
+    assert Augmentation(rotate_deg=5, scale=[0.8, 1.2]).rotate_deg == 5  # YAML ints and lists are fine
+    with pytest.raises(TypeError, match=r"Augmentation.flip_prob must be float, got .0.3. of type str"):
+        Augmentation(flip_prob="0.3")
+    with pytest.raises(TypeError, match=r"Augmentation.image_size must be int, got .64. of type str"):
+        Augmentation(image_size="64")
+    with pytest.raises(TypeError, match=r"Augmentation.scale must be tuple\[float, float\]"):
+        Augmentation(scale="0.9, 1.1")
+    with pytest.raises(TypeError, match="unexpected keyword argument .flip."):
+        Augmentation(flip=0.5)
+    data = SentenceSampling(manifest, seed=1)
+    with pytest.raises(TypeError, match=r"TrainLoader.batch_size must be int, got .3. of type str"):
+        TrainLoader(data, batch_size="3", backend="monai")
+    with pytest.raises(TypeError, match=r"TrainLoader.aug must be Augmentation \| None, got \{"):
+        TrainLoader(data, batch_size=3, backend="monai", aug={"flip_prob": 0.3})
+    with pytest.raises(TypeError, match=r"TrainLoader.data must be SentenceSampling, got .manifest.jsonl."):
+        TrainLoader("manifest.jsonl", batch_size=3)
+    with pytest.raises(ValueError, match=r"TrainLoader.sentences_per_image must be >= 1, got 0"):
+        TrainLoader(data, batch_size=3, backend="monai", sentences_per_image=0)
+    with pytest.raises(ValueError, match=r"backend must be one of \(.auto., .dali., .monai.\), got .torch."):
+        TrainLoader(data, batch_size=3, backend="torch")
+    with pytest.raises(TypeError, match="unexpected keyword argument .batchsize."):
+        TrainLoader(data, batchsize=3)
+
+
 def test_macro_auc_skips_unlabeled_records_and_one_class_columns():
     from monai_vecl.training.validation import macro_auc
 

@@ -21,7 +21,6 @@ from torch import nn
 from monai_vecl.networks.presets import VECLConfig
 
 PACKAGE_SCHEME = "package:"
-TEXT_POOLINGS = ("masked_mean", "mean")
 
 
 def resolve_model_path(name: str) -> str:
@@ -125,9 +124,7 @@ IMAGE_ENCODERS = {"vit": ImageEncoder, "resnet": ResNetImageEncoder}
 
 
 def build_image_encoder(config: VECLConfig) -> nn.Module:
-    """The image encoder named by ``config.image_encoder``."""
-    if config.image_encoder not in IMAGE_ENCODERS:
-        raise ValueError(f"image_encoder must be one of {sorted(IMAGE_ENCODERS)}, got {config.image_encoder!r}")
+    """The image encoder named by ``config.image_encoder`` (a choice the config has checked)."""
     return IMAGE_ENCODERS[config.image_encoder](config)
 
 
@@ -138,8 +135,6 @@ class TextEncoder(nn.Module):
         super().__init__()
         from transformers import AutoConfig, AutoModel, AutoTokenizer
 
-        if config.text_pooling not in TEXT_POOLINGS:
-            raise ValueError(f"text_pooling must be one of {TEXT_POOLINGS}, got {config.text_pooling!r}")
         path = resolve_model_path(config.text_model)
         local = Path(path).is_dir()
         if config.text_config is not None:

@@ -16,7 +16,11 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from monai_vecl.config import check_fields
+from monai_vecl.config import check_choice, check_dataclass, check_fields
+
+#: Accepted values of ``VECLConfig.image_encoder`` and ``VECLConfig.text_pooling``.
+IMAGE_ENCODER_KINDS = ("vit", "resnet")
+TEXT_POOLINGS = ("masked_mean", "mean")
 
 
 @dataclass(frozen=True)
@@ -62,6 +66,12 @@ class VECLConfig:
     fusion_dropout: float = 0.1
     head_dims: tuple[int, ...] = (1024, 512, 256)
     fusion_init_std: float | None = 0.02  # N(0, std) on fusion projections (reference); None: PyTorch defaults
+
+    def __post_init__(self) -> None:
+        # Checked here, not only in make_config: a bundle may build the config directly (``_target_: VECLConfig``).
+        check_dataclass(self)
+        check_choice("VECLConfig.image_encoder", self.image_encoder, IMAGE_ENCODER_KINDS)
+        check_choice("VECLConfig.text_pooling", self.text_pooling, TEXT_POOLINGS)
 
 
 PRESETS: dict[str, VECLConfig] = {

@@ -1,4 +1,5 @@
-"""Training image loaders: a DALI pipeline and a MONAI-transforms path with the same semantics (DESIGN §7).
+"""Training image loaders: a DALI pipeline and a MONAI-transforms path with the same semantics
+(docs/method.md §Preprocessing).
 
 Both turn 8-bit grayscale image files into model input [B, 3, S, S] float32:
 grayscale → longest side ``load_size`` keeping aspect → centred zero-pad to a square →
@@ -21,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from monai_vecl.config import check_arguments, check_dataclass, check_min
 from monai_vecl.data.preprocess import MEAN, STD
 from monai_vecl.training.dataset import SentenceSampling
 from monai_vecl.training.distributed import rank_and_world
@@ -42,6 +44,9 @@ class Augmentation:
     contrast: tuple[float, float] = (0.8, 1.2)
     mean: float = MEAN
     std: float = STD
+
+    def __post_init__(self) -> None:
+        check_dataclass(self)  # YAML and command-line values: '0.3' or 'false' strings fail here, naming the key
 
 
 def dali_available() -> bool:
@@ -250,6 +255,10 @@ class TrainLoader:
     def __init__(self, data: SentenceSampling, batch_size: int, backend: str = "auto",
                  aug: Augmentation | None = None, num_workers: int = 2, seed: int = 0,
                  rank: int | None = None, world_size: int | None = None, sentences_per_image: int = 1):
+        check_arguments(TrainLoader.__init__, locals())
+        check_min("TrainLoader.batch_size", batch_size, 1)
+        check_min("TrainLoader.num_workers", num_workers, 0)
+        check_min("TrainLoader.sentences_per_image", sentences_per_image, 1)
         self.data, self.batch_size = data, batch_size
         self.sentences_per_image = sentences_per_image
         group_rank, group_size = rank_and_world()
