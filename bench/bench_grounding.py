@@ -20,8 +20,7 @@ import torch
 
 from monai_vecl.data.phantom import PHANTOM_CLASSES
 from monai_vecl.evaluation.grounding import GroundingEvaluation, build_network, make_grounder
-from monai_vecl.evaluation.workflow import load_checkpoint
-from monai_vecl.evaluation.zero_shot import ZeroShotClassifier
+from monai_vecl.inference.zero_shot import ZeroShotClassifier, load_weights
 from monai_vecl.grounding import METHODS, GroundingConfig
 
 
@@ -48,7 +47,7 @@ def main() -> None:
     weights = args.bundle_root / "models" / "model.pt"
     trained = weights.is_file()
     if trained:
-        load_checkpoint(network, weights)
+        load_weights(network, weights)
     network.eval()
     classes = list(class_names or PHANTOM_CLASSES)
     classifier = ZeroShotClassifier(network, classes, chunk_size=args.chunk)

@@ -14,7 +14,7 @@ import time
 
 import torch
 
-from monai_vecl.evaluation.zero_shot import ZeroShotClassifier, pnc
+from monai_vecl.inference.zero_shot import ZeroShotClassifier, pnc
 from monai_vecl.networks import build_vecl
 from monai_vecl.taxonomy import ZERO_SHOT_CLASSES
 

@@ -44,6 +44,7 @@ def bundle_run(workflow: str, configs: list[str], overrides: dict[str, object], 
         "--config_file",
         repr([str(BUNDLE / "configs" / c) for c in configs]),
     ]
+    cmd += ["--tracking", "mlflow"]
     for key, value in overrides.items():
         cmd += [f"--{key}", str(value)]
     start = time.perf_counter()
@@ -65,7 +66,7 @@ def random_summary(manifest: Path, draws: int = 20) -> dict[str, dict[str, float
 
     from monai_vecl.data.manifest import read_manifest
     from monai_vecl.data.phantom import PHANTOM_CLASSES
-    from monai_vecl.evaluation.metrics import choose_thresholds, evaluate_scores
+    from monai_vecl.metrics import choose_thresholds, evaluate_scores
     from monai_vecl.evaluation.workflow import class_labels
 
     rng = np.random.default_rng(0)
@@ -127,13 +128,10 @@ def seed_table(summaries: dict[str, list[dict]]) -> str:
 
 
 def macro_auc(truth, scores) -> float:
-    """Macro ROC AUC with the training validation's rule (classes with both labels; NaN truth = no label)."""
-    import numpy as np
+    """The package's masked macro ROC AUC (classes with both labels; NaN truth = no label)."""
+    from monai_vecl.metrics import masked_macro_auc
 
-    from monai_vecl.training.validation import macro_auc as masked_macro_auc
-
-    labels = np.where(np.isnan(truth), -1, truth).astype(np.int64)
-    return masked_macro_auc(labels, scores, [str(c) for c in range(truth.shape[1])])[0]
+    return masked_macro_auc(truth, scores, [str(c) for c in range(truth.shape[1])])[0]
 
 
 def paired_difference(run_dirs: dict[str, list[Path]], split: str, baseline: str, other: str, n_bootstrap: int,
@@ -178,8 +176,8 @@ def main(argv: list[str] | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     shared = {
         "phantom_dir": out / "phantom",
-        "mlflow_tracking_uri": f"sqlite:///{out / 'mlflow.db'}",
-        "mlflow_experiment": "vecl-compare",
+        "tracking_uri": f"sqlite:///{out / 'mlflow.db'}",
+        "experiment_name": "vecl-compare",
         "progress": False,
         "final_evaluation": False,
     }
@@ -194,7 +192,7 @@ def main(argv: list[str] | None = None) -> None:
         for seed in args.seeds:
             run_dir = out / f"{kind}-seed{seed}"
             run = {**shared, "loss_kind": kind, "seed": seed, "output_dir": run_dir, "model_file": run_dir / "model.pt",
-                   "mlflow_run_name": f"{kind}-seed{seed}"}
+                   "run_name": f"{kind}-seed{seed}"}
             run_dir.mkdir(exist_ok=True)
             done = (run_dir / "eval" / "summary.json").is_file()
             if not args.report_only and not done:

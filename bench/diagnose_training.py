@@ -35,7 +35,7 @@ from monai_vecl.data.phantom import PHANTOM_CLASSES
 from monai_vecl.losses import loss_floors
 from monai_vecl.training import diagnostics
 from monai_vecl.training.step import VECLTrainStep
-from monai_vecl.training.validation import ZeroShotValidation
+from monai_vecl.inference.engine import labeled_dataset, zero_shot_evaluator
 
 BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "vecl_cxr"
 
@@ -57,7 +57,7 @@ def parse_config(overrides: list[str]):
 
 
 def batches(parser, n: int) -> list[dict]:
-    loader = parser.get_parsed_content("train_loader")
+    loader = parser.get_parsed_content("train#dataloader")
     out = []
     for batch in loader.epoch(0):
         out.append(batch)
@@ -100,9 +100,10 @@ def fit_report(parser, network, fit_images: int) -> dict[str, float]:
     classes = parser.get_parsed_content("validation_classes")
     out = {}
     for split, prefix, limit in (("train", "train", fit_images), ("validate", "val", None)):
-        v = ZeroShotValidation(manifest, classes, split, network.image_size, network.load_size,
-                               max_images=limit, prefix=prefix)
-        metrics = v(network).metrics
+        data = labeled_dataset(manifest, classes, split, network.image_size, network.load_size, max_images=limit)
+        evaluator = zero_shot_evaluator(network, data, prefix)
+        evaluator.run()
+        metrics = evaluator.state.metrics
         out |= {k: metrics[k] for k in (f"{prefix}_pnc_auc", f"{prefix}_pos_auc")}
     return out
 

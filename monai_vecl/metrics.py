@@ -96,6 +96,21 @@ def _both_classes(y: np.ndarray) -> bool:
     return bool((y == 1).any() and (y == 0).any())
 
 
+def masked_macro_auc(y_true: np.ndarray, scores: np.ndarray, class_names: Sequence[str]) -> tuple[float, dict[str, float]]:
+    """Macro ROC AUC over the classes with a positive and a negative labeled case, and the per-class values;
+    per class, labels other than 0/1 (-1 uncertain, NaN missing) are left out. The macro AUC of training
+    validation, of the evaluation tables (``auc`` in :func:`evaluate_scores`) and of the benches."""
+    y, s = _check(y_true, scores)
+    per_class = {}
+    for c, name in enumerate(class_names):
+        yc, sc = _valid(y[:, c], s[:, c])
+        if _both_classes(yc):
+            per_class[name] = float(roc_auc_score(yc, sc))
+    if not per_class:
+        raise ValueError("no class has both a positive and a negative labeled case: macro AUC undefined")
+    return float(np.mean(list(per_class.values()))), per_class
+
+
 def choose_thresholds(y_val: np.ndarray, s_val: np.ndarray) -> Thresholds:
     """Best-F1 and best-MCC thresholds per class on a validation split."""
     y_val, s_val = _check(y_val, s_val)

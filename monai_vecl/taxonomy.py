@@ -122,6 +122,26 @@ def finding_code(name: str) -> int:
     raise KeyError(f"unknown finding name {name!r}")
 
 
+def class_key(name: str, keys: Iterable[str]) -> str | None:
+    """The key of ``keys`` that names the same finding as class ``name``: the same name, else the same taxonomy
+    code (prompt name "Pulmonary Edema" ↔ finding "Edema"); ``None`` when none does. The one resolver of class
+    names for training, evaluation and deployment."""
+    keys = list(keys)
+    if name in keys:
+        return name
+    try:
+        code = finding_code(name)
+    except KeyError:
+        return None
+    for key in keys:
+        try:
+            if finding_code(key) == code:
+                return key
+        except KeyError:
+            continue
+    return None
+
+
 def positive(code: int) -> str:
     """Signed label for a positive mention of ``code``."""
     _check_code(code)

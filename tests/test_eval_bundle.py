@@ -35,7 +35,7 @@ def test_evaluating_runs_from_the_bundle_config(tmp_path, capsys):
             "eval_dataset": "chexpert",
             "network_def#image_size": 64,
             "network_def#load_size": 72,
-            "mlflow_tracking_uri": None,  # MLflow logging is covered by test_eval_workflow
+            "tracking_uri": None,  # MLflow logging is covered by test_eval_workflow
         }
     )
     parser.get_parsed_content("evaluating")

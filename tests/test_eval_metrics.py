@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, f1_score, matthews_corrcoef
 
-from monai_vecl.evaluation import metrics as M
+from monai_vecl import metrics as M
 
 Y = np.array([0, 0, 1, 1])
 S = np.array([0.1, 0.4, 0.35, 0.8])

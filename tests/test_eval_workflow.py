@@ -10,16 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from monai_vecl.data.manifest import Record, read_manifest, write_manifest
+from monai_vecl.data.manifest import Record, class_labels, read_manifest, write_manifest
 from monai_vecl.data.phantom import generate_phantom
-from monai_vecl.evaluation.workflow import (
-    FeatureMapStep,
-    ProbeStep,
-    RetrievalStep,
-    ZeroShotEvaluation,
-    class_labels,
-    load_checkpoint,
-)
+from monai_vecl.evaluation.workflow import FeatureMapStep, ProbeStep, RetrievalStep, ZeroShotEvaluation
+from monai_vecl.inference import load_weights
 from monai_vecl.networks import build_vecl
 
 CLASSES = ("Atelectasis", "Pleural Effusion", "Cardiomegaly", "Lung Opacity", "Pulmonary Edema")
@@ -47,16 +41,20 @@ def test_class_labels_map_prompt_names_to_findings():
     assert np.isnan(y[1, 1]) and np.isnan(y[:, 2]).all()
 
 
-def test_checkpoint_round_trip_and_missing_file(tmp_path):
+def test_weights_round_trip_missing_file_and_normalisation(tmp_path):
     model = build_vecl("small", image_size=64, load_size=72)
     saved = {k: v.clone() for k, v in model.state_dict().items()}
     torch.save(saved, tmp_path / "model.pt")
     with torch.no_grad():
         model.fusion_module.mlp_head[-1].weight.add_(1.0)
-    load_checkpoint(model, tmp_path / "model.pt")
+    load_weights(model, tmp_path / "model.pt")
     assert all(torch.equal(saved[k], v) for k, v in model.state_dict().items())
     with pytest.raises(FileNotFoundError, match="train first"):
-        load_checkpoint(model, tmp_path / "absent.pt")
+        load_weights(model, tmp_path / "absent.pt")
+    # the weights carry their intensity statistics: a network configured otherwise is refused, not re-normalised
+    other = build_vecl("small", image_size=64, load_size=72, intensity_mean=0.5)
+    with pytest.raises(ValueError, match="intensity_mean 0.4978 .* configured with 0.5"):
+        load_weights(other, tmp_path / "model.pt")
 
 
 def test_evaluation_writes_tables_plots_extras_and_mlflow(phantom, tmp_path):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from monai_vecl.evaluation.zero_shot import ZeroShotClassifier
+from monai_vecl.inference.zero_shot import ZeroShotClassifier
 from monai_vecl.networks import build_vecl
 
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from monai_vecl.data.manifest import Record, image_path, read_manifest, write_manifest
-from monai_vecl.data.preprocess import MEAN, STD, preprocess_gray
+from monai_vecl.data.preprocess import preprocess_gray, read_gray
 
 
 def _record(**kw) -> Record:
@@ -48,15 +48,28 @@ def test_malformed_line_names_file_and_line(tmp_path):
         read_manifest(path)
 
 
-def test_preprocess_geometry_and_normalisation():
+def test_preprocess_geometry_keeps_intensities():
     image = np.zeros((300, 150), np.float32)
     image[:, :] = 1.0
     out = preprocess_gray(image)
     assert out.shape == (3, 224, 224) and out.dtype == torch.float32
     assert torch.equal(out[0], out[2])
-    # a portrait image is padded left/right: centre column bright, outer columns are padding (0 before normalising)
-    assert out[0, 112, 112].item() == pytest.approx((1 - MEAN) / STD, abs=1e-4)
-    assert out[0, 112, 0].item() == pytest.approx((0 - MEAN) / STD, abs=1e-4)
+    # a portrait image is padded left/right: centre column bright, outer columns are zero padding;
+    # intensities stay in [0, 1] (the network normalises them)
+    assert out[0, 112, 112].item() == pytest.approx(1.0, abs=1e-4)
+    assert out[0, 112, 0].item() == pytest.approx(0.0, abs=1e-4)
+
+
+def test_read_gray_scales_by_bit_depth_not_by_values(tmp_path):
+    from PIL import Image
+
+    dark16 = np.full((4, 4), 200, np.uint16)  # a dark 16-bit image whose values are all <= 255
+    Image.fromarray(dark16).save(tmp_path / "dark16.png")
+    Image.fromarray(np.full((4, 4), 200, np.uint8)).save(tmp_path / "eight.png")
+    Image.fromarray(np.full((4, 4, 3), 51, np.uint8)).save(tmp_path / "rgb.png")
+    assert read_gray(tmp_path / "dark16.png").max() == pytest.approx(200 / 65535)
+    assert read_gray(tmp_path / "eight.png").max() == pytest.approx(200 / 255)
+    assert read_gray(tmp_path / "rgb.png").max() == pytest.approx(51 / 255)
 
 
 def test_preprocess_rejects_bad_input():

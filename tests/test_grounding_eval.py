@@ -12,7 +12,7 @@ import torch
 from monai_vecl.data import phantom, readers
 from monai_vecl.data.manifest import image_path, read_manifest
 from monai_vecl.evaluation import grounding as ge
-from monai_vecl.evaluation.workflow import load_gray
+from monai_vecl.data.preprocess import read_gray
 from monai_vecl.grounding import GroundingConfig
 from monai_vecl.networks import build_vecl
 
@@ -50,7 +50,7 @@ def test_gaussian_prior_peaks_in_the_centre():
 def test_truth_masks_from_chestxdet10_boxes():
     records, _ = readers.read_chestxdet10(FIXTURES / "chestxdet10")
     first = next(r for r in records if r.study_id == "70001")
-    masks = ge.truth_masks(first, FIXTURES / "chestxdet10" / "test.json", load_gray(first.image).shape)
+    masks = ge.truth_masks(first, FIXTURES / "chestxdet10" / "test.json", read_gray(first.image).shape)
     assert set(masks) == {"Atelectasis", "Pleural Effusion"}
     assert masks["Atelectasis"].sum() == (7 - 2) * (12 - 3) and masks["Atelectasis"][3, 2]
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from monai_vecl.evaluation.grounding import make_grounder
-from monai_vecl.evaluation.zero_shot import ZeroShotClassifier
+from monai_vecl.inference.zero_shot import ZeroShotClassifier
 from monai_vecl.grounding import (
     Grounder,
     GroundingConfig,

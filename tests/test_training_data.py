@@ -12,7 +12,8 @@ from monai_vecl.data.preprocess import preprocess_gray
 from monai_vecl.reports import MAX_SENTENCE_CHARS
 from monai_vecl.taxonomy import LABEL_INDEX
 from monai_vecl.training.dataset import SentenceSampling
-from monai_vecl.training.loaders import Augmentation, DaliImages, MonaiImages, TrainLoader, read_gray
+from monai_vecl.data.preprocess import read_gray
+from monai_vecl.training.loaders import Augmentation, DaliImages, MonaiImages, TrainLoader
 
 SIZES = [(300, 260), (256, 256), (200, 320), (180, 150)]
 LONG = "There is a moderate right pleural effusion with adjacent compressive atelectasis of the right lower lobe."
@@ -78,13 +79,12 @@ def test_dali_and_monai_agree_on_shape_dtype_range(manifest, train):
     paths = _paths(manifest)
     dali = next(DaliImages(aug, train, batch_size=4).batches([paths]))
     mon = next(MonaiImages(aug, train).batches([paths]))
-    lo, hi = (0 - aug.mean) / aug.std, (1 - aug.mean) / aug.std
     for out in (dali, mon):
         assert out.shape == (4, 3, 64, 64) and out.dtype == torch.float32
-        assert out.min() >= lo - 1e-4 and out.max() <= hi + 1e-4
+        assert out.min() >= -1e-4 and out.max() <= 1 + 1e-4  # [0, 1]: the network normalises
         assert torch.equal(out[:, 0], out[:, 1]) and torch.equal(out[:, 0], out[:, 2])
-    # Same inputs, same value distribution (means of normalised images within a small margin).
-    assert abs(dali.mean() - mon.mean()) < 0.25
+    # Same inputs, same value distribution (means within a small margin).
+    assert abs(dali.mean() - mon.mean()) < 0.06
 
 
 def _shift_tolerant_error(out: torch.Tensor, reference: torch.Tensor) -> float:
@@ -155,7 +155,7 @@ def test_loader_options_are_checked_naming_the_key(manifest):
 
 
 def test_macro_auc_skips_unlabeled_records_and_one_class_columns():
-    from monai_vecl.training.validation import macro_auc
+    from monai_vecl.metrics import masked_macro_auc as macro_auc
 
     truth = np.array([[1, 0, -1], [0, 0, 1], [1, 0, 0], [-1, 0, 1]])
     scores = np.array([[0.9, 0.1, 0.0], [0.2, 0.5, 0.8], [0.7, 0.3, 0.7], [0.0, 0.2, 0.6]])

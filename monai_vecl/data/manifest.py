@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+import numpy as np
+
 from monai_vecl.files import atomic_open
-from monai_vecl.taxonomy import image_label_set, normalize_label_set
+from monai_vecl.taxonomy import class_key, image_label_set, normalize_label_set
 
 SPLITS = ("train", "validate", "test", "test_shifted")
 
@@ -96,3 +98,16 @@ def image_path(record: Record, manifest_path: str | os.PathLike) -> Path:
     """Absolute path of a record's image (relative paths resolve against the manifest's folder)."""
     p = Path(record.image)
     return p if p.is_absolute() else Path(manifest_path).resolve().parent / p
+
+
+def class_labels(records: Sequence[Record], class_names: Sequence[str]) -> np.ndarray:
+    """Ground truth [N, C] from ``record.findings``: 1/0, -1 uncertain, NaN where the record has no value for
+    the class (matched by :func:`monai_vecl.taxonomy.class_key`)."""
+    out = np.full((len(records), len(class_names)), np.nan)
+    for i, record in enumerate(records):
+        findings = record.findings or {}
+        for c, name in enumerate(class_names):
+            key = class_key(name, findings)
+            if key is not None:
+                out[i, c] = findings[key]
+    return out

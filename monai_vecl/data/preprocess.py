@@ -1,18 +1,28 @@
-"""Evaluation-time image preprocessing shared by evaluation and deployment (docs/method.md §Preprocessing).
+"""Evaluation-time image preprocessing shared by validation, evaluation and deployment (docs/method.md §Preprocessing).
 
 Grayscale in [0, 1] → longest side ``load_size`` keeping aspect → zero-pad to a square →
-centre crop ``image_size`` → normalise → repeat to 3 channels. The training loaders
-(DALI and MONAI) implement the same geometry with augmentation on top.
+centre crop ``image_size`` → repeat to 3 channels. Intensities stay in [0, 1]: the network
+normalises them with the statistics in its config and weights. The training loaders (DALI and
+MONAI) implement the same geometry with augmentation on top.
 """
 
 from __future__ import annotations
+
+import os
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-MEAN = 0.4978
-STD = 0.2449
+def read_gray(path: str | os.PathLike) -> np.ndarray:
+    """A PNG/JPEG image file as float32 [H, W] in [0, 1], scaled by the file's bit depth (8-bit / 255,
+    16-bit / 65535), not by its values, so a dark 16-bit image stays dark; colour files are converted to gray."""
+    from PIL import Image
+
+    with Image.open(path) as img:
+        if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+            return (np.asarray(img, dtype=np.float32) / 65535.0).clip(0, 1)
+        return np.asarray(img.convert("L"), dtype=np.float32) / 255.0
 
 
 def resize_longest_and_pad(image: torch.Tensor, load_size: int) -> torch.Tensor:
@@ -37,8 +47,6 @@ def preprocess_gray(
     image: np.ndarray | torch.Tensor,
     image_size: int = 224,
     load_size: int = 256,
-    mean: float = MEAN,
-    std: float = STD,
 ) -> torch.Tensor:
     """Model input [3, image_size, image_size] from a 2-D grayscale image with values in [0, 1]."""
     t = torch.as_tensor(np.asarray(image, dtype=np.float32))
@@ -47,4 +55,4 @@ def preprocess_gray(
     if not torch.isfinite(t).all():
         raise ValueError("image has non-finite pixel values")
     t = center_crop(resize_longest_and_pad(t.clamp(0, 1), load_size), image_size)
-    return ((t - mean) / std).expand(3, -1, -1).contiguous()
+    return t.expand(3, -1, -1).contiguous()

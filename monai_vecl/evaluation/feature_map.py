@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from monai_vecl.evaluation.zero_shot import encode_texts_chunked, eval_mode, model_device
+from monai_vecl.inference.zero_shot import NEG_TEMPLATE, POS_TEMPLATE, encode_texts_chunked, eval_mode, model_device
 
 GROUPS = (
     "positive image · positive prompt",
@@ -62,8 +62,8 @@ def feature_map(
     labels: np.ndarray,
     class_name: str,
     path: str | os.PathLike,
-    pos_template: str = "There is {}",
-    neg_template: str = "There is no {}",
+    pos_template: str = POS_TEMPLATE,
+    neg_template: str = NEG_TEMPLATE,
     seed: int = 0,
 ) -> dict[str, object]:
     """t-SNE of the fusion features of ``images`` (labels 1/0 for ``class_name``) with both prompts; writes a PNG.

@@ -35,18 +35,13 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from monai_vecl.data.manifest import Record, image_path, read_manifest
-from monai_vecl.evaluation.metrics import F1_GRID
-from monai_vecl.evaluation.workflow import (
-    SkipLog,
-    _code_or_none,
-    class_labels,
-    iter_image_batches,
-    load_checkpoint,
-    load_gray,
-)
-from monai_vecl.evaluation.zero_shot import ZeroShotClassifier, entail_probs, pnc
+from monai_vecl.data.manifest import Record, class_labels, image_path, read_manifest
+from monai_vecl.data.preprocess import read_gray
+from monai_vecl.evaluation.workflow import SkipLog, iter_image_batches
 from monai_vecl.grounding import Grounder, GroundingConfig, to_source_frame
+from monai_vecl.inference.zero_shot import ZeroShotClassifier, entail_probs, load_weights, pnc
+from monai_vecl.metrics import F1_GRID
+from monai_vecl.taxonomy import class_key
 
 #: Threshold sweep of IoU and Dice (0.00, 0.01, ..., 1.00): the classification F1 grid.
 SWEEP = F1_GRID
@@ -78,10 +73,8 @@ def truth_masks(record: Record, manifest: str | os.PathLike, shape: tuple[int, i
 
 def _region_of(truths: dict[str, np.ndarray], name: str) -> np.ndarray | None:
     """The truth mask of a class: by name, else the one of the same taxonomy finding ("Edema" for "Pulmonary Edema")."""
-    if name in truths:
-        return truths[name]
-    code = _code_or_none(name)
-    return next((m for key, m in truths.items() if code is not None and _code_or_none(key) == code), None)
+    key = class_key(name, truths)
+    return truths[key] if key is not None else None
 
 
 def gaussian_prior(shape: tuple[int, int], sigma: float = PRIOR_SIGMA) -> np.ndarray:
@@ -278,7 +271,7 @@ class GroundingEvaluation:
         for idx, images in iter_image_batches(records, self.manifest, size, load, self.batch_size, skipped):
             maps = {k: g.maps(images) for k, g in grounders.items()}
             for b, i in enumerate(idx):
-                gray = load_gray(image_path(records[i], self.manifest))
+                gray = read_gray(image_path(records[i], self.manifest))
                 truths = truth_masks(records[i], self.manifest, gray.shape)
                 prior = gaussian_prior(gray.shape)
                 for c, name in enumerate(self.class_names):
@@ -415,7 +408,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     network, class_names = build_network(args.bundle_root)
-    load_checkpoint(network, args.checkpoint or args.bundle_root / "models" / "model.pt")
+    load_weights(network, args.checkpoint or args.bundle_root / "models" / "model.pt")
     untrained, _ = build_network(args.bundle_root, seed=args.seed)
     summary = GroundingEvaluation(
         network.eval(), untrained.eval(), args.manifest, args.classes or class_names, args.out, args.split,

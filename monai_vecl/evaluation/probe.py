@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from monai_vecl.evaluation.zero_shot import eval_mode, model_device
+from monai_vecl.inference.zero_shot import eval_mode, model_device
 
 
 @torch.no_grad()

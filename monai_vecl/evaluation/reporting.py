@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from monai_vecl.evaluation.metrics import MetricTable
+from monai_vecl.metrics import MetricTable
 
 
 def table_rows(table: MetricTable) -> list[dict[str, object]]:

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import torch
 
-from monai_vecl.evaluation.zero_shot import encode_texts_chunked, entail_probs, eval_mode, model_device
+from monai_vecl.inference.zero_shot import encode_texts_chunked, entail_probs, eval_mode, model_device
 
 _WORD = re.compile(r"[a-z0-9]+")
 

@@ -21,49 +21,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from monai_vecl.data.manifest import Record, image_path, read_manifest
-from monai_vecl.data.preprocess import preprocess_gray
-from monai_vecl.evaluation import metrics
-from monai_vecl.evaluation.zero_shot import MODES, ZeroShotClassifier, pnc
-from monai_vecl.taxonomy import finding_code
+from monai_vecl import metrics
+from monai_vecl.data.manifest import Record, class_labels, image_path, read_manifest
+from monai_vecl.data.preprocess import preprocess_gray, read_gray
+from monai_vecl.inference.zero_shot import MODES, NEG_TEMPLATE, POS_TEMPLATE, ZeroShotClassifier, load_weights, pnc
 from monai_vecl.thresholds import ThresholdTable, save_thresholds
 
 logger = logging.getLogger(__name__)
-
-
-def load_gray(path: str | os.PathLike) -> np.ndarray:
-    """A grayscale image file as float32 [H, W] in [0, 1] (8- and 16-bit PNG/JPEG, RGB converted to L)."""
-    from PIL import Image
-
-    with Image.open(path) as img:
-        if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-            arr = np.asarray(img, dtype=np.float32)
-            return arr / (65535.0 if arr.max() > 255 else 255.0)
-        return np.asarray(img.convert("L"), dtype=np.float32) / 255.0
-
-
-def class_labels(records: Sequence[Record], class_names: Sequence[str]) -> np.ndarray:
-    """Ground truth [N, C] from ``record.findings``: 1/0, -1 uncertain, NaN where the record has no value.
-
-    A class matches a findings key by name or, for prompt names such as "Pulmonary Edema",
-    by taxonomy finding code ("Edema").
-    """
-    out = np.full((len(records), len(class_names)), np.nan)
-    for c, name in enumerate(class_names):
-        code = _code_or_none(name)
-        for i, record in enumerate(records):
-            for key, value in (record.findings or {}).items():
-                if key == name or (code is not None and _code_or_none(key) == code):
-                    out[i, c] = value
-                    break
-    return out
-
-
-def _code_or_none(name: str) -> int | None:
-    try:
-        return finding_code(name)
-    except KeyError:
-        return None
 
 
 @dataclass
@@ -92,7 +56,7 @@ def iter_image_batches(
     batch: list[torch.Tensor] = []
     for i, record in enumerate(records):
         try:
-            batch.append(preprocess_gray(load_gray(image_path(record, manifest)), image_size, load_size))
+            batch.append(preprocess_gray(read_gray(image_path(record, manifest)), image_size, load_size))
             idx.append(i)
         except (OSError, ValueError) as err:
             skipped.add(record, f"{type(err).__name__}: {err}")
@@ -101,16 +65,6 @@ def iter_image_batches(
             idx, batch = [], []
     if batch:
         yield idx, torch.stack(batch)
-
-
-def load_checkpoint(model: torch.nn.Module, checkpoint: str | os.PathLike) -> torch.nn.Module:
-    """Load a plain ``state_dict`` (``models/model.pt``) strictly into ``model``."""
-    path = Path(checkpoint)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} not found: train first or point `checkpoint` at your weights")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    model.load_state_dict(state)
-    return model
 
 
 class ZeroShotEvaluation:
@@ -127,8 +81,8 @@ class ZeroShotEvaluation:
         validation_split: str | None = "validate",
         validation_manifest: str | os.PathLike | None = None,
         modes: Sequence[str] = MODES,
-        pos_template: str = "There is {}",
-        neg_template: str = "There is no {}",
+        pos_template: str = POS_TEMPLATE,
+        neg_template: str = NEG_TEMPLATE,
         chunk_size: int = 64,
         n_bootstrap: int = 1000,
         seed: int = 0,
@@ -144,7 +98,7 @@ class ZeroShotEvaluation:
         unknown = set(modes) - set(MODES)
         if unknown:
             raise ValueError(f"unknown scoring modes {sorted(unknown)}; use {MODES}")
-        self.model = load_checkpoint(network, checkpoint) if checkpoint else network
+        self.model = load_weights(network, checkpoint) if checkpoint else network
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.model.to(device).eval()
         self.manifest = Path(manifest)

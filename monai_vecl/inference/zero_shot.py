@@ -1,4 +1,8 @@
-"""Zero-shot POS and PNC scoring with a VECL network (docs/method.md §Scoring).
+"""The inference contract: how a VECL network turns images and prompts into zero-shot scores (docs/method.md §Scoring).
+
+Training validation, evaluation and deployment all score through this module: the preprocessing
+(:func:`preprocess`), the weights loader (:func:`load_weights`), the prompts, the relation channels and
+POS / PNC.
 
 ``p_e(image, prompt)`` is the entail-channel probability of the softmax over the three
 relation channels (entail, neutral, contradict) of the inference logits ``(i2t + t2i) / 2``.
@@ -13,15 +17,60 @@ chunks so memory stays bounded for any number of images and prompts.
 
 from __future__ import annotations
 
+import logging
+import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
-ENTAIL, NEUTRAL, CONTRADICT = 0, 1, 2
+from monai_vecl.data.preprocess import preprocess_gray
+from monai_vecl.relations import CONTRADICT, ENTAIL, NEUTRAL
+
+__all__ = ["CONTRADICT", "ENTAIL", "MODES", "NEG_TEMPLATE", "NEUTRAL", "POS_TEMPLATE", "ZeroShotClassifier",
+           "encode_texts_chunked", "entail_probs", "eval_mode", "load_weights", "model_device", "pnc", "preprocess"]
+
+logger = logging.getLogger(__name__)
+
 MODES = ("pnc", "pos")
+POS_TEMPLATE = "There is {}"
+NEG_TEMPLATE = "There is no {}"
 _EPS = 1e-12
+#: Weights that carry the intensity statistics the network was trained with (see ``VECLConfig``).
+NORMALISATION_KEYS = ("intensity_mean", "intensity_std")
+
+
+def preprocess(image: np.ndarray | torch.Tensor, network: torch.nn.Module) -> torch.Tensor:
+    """Network input [3, S, S] from a 2-D grayscale image in [0, 1], with the network's own geometry."""
+    return preprocess_gray(image, network.config.image_size, network.config.load_size)
+
+
+def load_weights(network: torch.nn.Module, path: str | os.PathLike) -> torch.nn.Module:
+    """Load ``models/model.pt`` (a plain ``state_dict``) strictly into ``network``: the one weights loader.
+
+    The weights carry the intensity statistics they were trained with; a network configured with other
+    statistics is refused (scores would silently shift), naming both values.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights {path} not found: train first or point the model file at your weights")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    own = network.state_dict()
+    missing = [k for k in NORMALISATION_KEYS if k in own and k not in state]
+    if missing:
+        # weights saved before the statistics were stored with them (and converted reference checkpoints)
+        logger.warning("%s holds no %s: using the network's configured %s", path, missing,
+                       {k: round(float(own[k]), 6) for k in missing})
+        state = {**state, **{k: own[k] for k in missing}}
+    for key in NORMALISATION_KEYS:
+        if key in state and key in own and not torch.allclose(state[key].float(), own[key].float().cpu()):
+            raise ValueError(f"{path}: the weights were trained with {key} {float(state[key]):.6g} but the network is "
+                             f"configured with {float(own[key]):.6g}; set network_def#{key} to the trained value")
+    network.load_state_dict(state)
+    return network
 
 
 def model_device(model: torch.nn.Module) -> torch.device:
@@ -82,8 +131,8 @@ class ZeroShotClassifier:
         self,
         model: torch.nn.Module,
         class_names: Sequence[str],
-        pos_template: str = "There is {}",
-        neg_template: str = "There is no {}",
+        pos_template: str = POS_TEMPLATE,
+        neg_template: str = NEG_TEMPLATE,
         chunk_size: int = 64,
     ):
         if not class_names:

@@ -48,6 +48,10 @@ class VECLConfig:
     cnn_channels: tuple[int, ...] = (32, 64, 128, 256)  # resnet: width of each stage
     cnn_blocks: tuple[int, ...] = (1, 1, 1, 1)  # resnet: basic blocks per stage
     image_weights: str | None = None  # state_dict file for ``img_encoder.model`` (MONAI ViT / ResNet key layout)
+    # Intensity normalisation the network applies to its [0, 1] input images; stored in the weights as buffers,
+    # so a checkpoint carries the statistics it was trained with.
+    intensity_mean: float = 0.4978
+    intensity_std: float = 0.2449
     # Text encoder: transformers AutoModel.
     text_model: str = "Laihaoran/BioClinicalMPBERT"
     text_config: dict[str, Any] | None = None

@@ -76,6 +76,8 @@ def load_reference_checkpoint(
         raise ValueError(f"{path}: no state_dict with keys starting with {PREFIX!r}: not a VECL reference checkpoint")
     converted = convert_reference_state_dict({k: v for k, v in state.items() if k.startswith(PREFIX)})
     model = model if model is not None else build_vecl("paper")
+    # the reference normalises in its data transforms: the model keeps the statistics it is configured with
+    converted |= {k: model.state_dict()[k] for k in ("intensity_mean", "intensity_std")}
     expected = {k for k in model.state_dict() if not _UNUSED_OURS.search(k)}
     missing, unexpected = sorted(expected - set(converted)), sorted(set(converted) - expected)
     if missing or unexpected:

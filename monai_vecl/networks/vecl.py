@@ -57,6 +57,8 @@ class VECLNetwork(nn.Module):
         # Projections only where an encoder's width differs from the fusion width (none in ``paper``).
         self.img_proj = nn.Linear(self.img_encoder.hidden_size, d) if self.img_encoder.hidden_size != d else nn.Identity()
         self.text_proj = nn.Linear(self.text_encoder.hidden_size, d) if self.text_encoder.hidden_size != d else nn.Identity()
+        self.register_buffer("intensity_mean", torch.tensor(float(config.intensity_mean)))
+        self.register_buffer("intensity_std", torch.tensor(float(config.intensity_std)))
         self.fusion_module = FusionModule(
             d, config.fusion_layers, config.fusion_heads, config.fusion_ffn_dim, config.fusion_dropout, config.head_dims,
             config.fusion_init_std,
@@ -76,10 +78,11 @@ class VECLNetwork(nn.Module):
         return self.text_encoder.tokenize(texts)
 
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
-        """Image tokens [N, 1 + patches, d], CLS first, from preprocessed images [N, 3, S, S]."""
+        """Image tokens [N, 1 + patches, d], CLS first, from images [N, 3, S, S] with intensities in [0, 1]
+        (:func:`monai_vecl.inference.preprocess`); the network normalises them with its own statistics."""
         if images.shape[-2:] != (self.image_size, self.image_size):
             raise ValueError(f"images must be {self.image_size}×{self.image_size}, got {tuple(images.shape[-2:])}")
-        return self.img_proj(self.img_encoder(images))
+        return self.img_proj(self.img_encoder((images - self.intensity_mean) / self.intensity_std))
 
     def encode_texts(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> TextFeatures:
         """Text memory for the fusion from tokenized sentences."""

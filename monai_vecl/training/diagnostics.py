@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from monai_vecl.inference.zero_shot import NEG_TEMPLATE, POS_TEMPLATE
 from monai_vecl.relations import CONTRADICT, ENTAIL, NEUTRAL
 
 
@@ -55,8 +56,8 @@ def module_grad_norms(network: nn.Module, depth: int = 2) -> dict[str, float]:
 
 
 @torch.no_grad()
-def prompt_contrast(network: nn.Module, class_names: Sequence[str], pos_template: str = "There is {}",
-                    neg_template: str = "There is no {}") -> dict[str, float]:
+def prompt_contrast(network: nn.Module, class_names: Sequence[str], pos_template: str = POS_TEMPLATE,
+                    neg_template: str = NEG_TEMPLATE) -> dict[str, float]:
     """Cosine of the sentence features the fusion sees (after the text projection) for "There is X" vs
     "There is no X", against "There is X" vs "There is Y": if negation is as close as another finding,
     the i2t queries cannot tell the two prompts apart."""

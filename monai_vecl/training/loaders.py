@@ -5,7 +5,7 @@ Both turn 8-bit grayscale image files into model input [B, 3, S, S] float32:
 grayscale → longest side ``load_size`` keeping aspect → centred zero-pad to a square →
 (training) random crop ``image_size``, horizontal flip p=0.3, random affine (±30°, translate 0.1,
 scale 0.9–1.1), brightness and contrast 0.8–1.2 (contrast around the image mean), clip to [0, 1] /
-(evaluation) centre crop → normalise (mean 0.4978, std 0.2449) → repeat to 3 channels.
+(evaluation) centre crop → repeat to 3 channels, intensities in [0, 1] (the network normalises them).
 The values and the order follow the VECL reference code (WVeLong/VECL, torchvision transforms).
 
 DALI runs on the CPU with ``device_id=None`` and decodes/augments on the GPU when one is present;
@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from monai_vecl.config import check_arguments, check_dataclass, check_min
-from monai_vecl.data.preprocess import MEAN, STD
+from monai_vecl.data.preprocess import read_gray
 from monai_vecl.training.dataset import SentenceSampling
 from monai_vecl.training.distributed import rank_and_world
 
@@ -42,8 +42,6 @@ class Augmentation:
     scale: tuple[float, float] = (0.9, 1.1)
     brightness: tuple[float, float] = (0.8, 1.2)
     contrast: tuple[float, float] = (0.8, 1.2)
-    mean: float = MEAN
-    std: float = STD
 
     def __post_init__(self) -> None:
         check_dataclass(self)  # YAML and command-line values: '0.3' or 'false' strings fail here, naming the key
@@ -67,18 +65,6 @@ def resolve_backend(backend: str) -> str:
     if backend == "dali" and not dali_available():
         raise ImportError("loader backend 'dali' asked for but nvidia-dali is not installed (pip install nvidia-dali-cuda130)")
     return backend
-
-
-def read_gray(path: str | Path) -> np.ndarray:
-    """Grayscale image file → float32 [H, W] in [0, 1] (8- or 16-bit; colour files are converted)."""
-    from PIL import Image
-
-    with Image.open(path) as im:
-        if im.mode not in ("L", "I;16", "I"):
-            im = im.convert("L")
-        arr = np.asarray(im)
-    scale = 65535.0 if arr.dtype == np.uint16 or arr.max() > 255 else 255.0
-    return (arr.astype(np.float32) / scale).clip(0, 1)
 
 
 # ---------------------------------------------------------------- MONAI path
@@ -114,7 +100,6 @@ def monai_transform(aug: Augmentation, train: bool):
     else:
         steps.append(T.CenterSpatialCropd("image", roi_size=size))
     steps += [
-        T.NormalizeIntensityd("image", subtrahend=aug.mean, divisor=aug.std),
         T.RepeatChanneld("image", repeats=3),
         T.ToTensord("image", dtype=torch.float32, track_meta=False),
     ]
@@ -150,7 +135,7 @@ class MonaiImages:
 
 
 def _dali_graph(encoded, aug: Augmentation, train: bool, gpu: bool):
-    """DALI operator graph from encoded image bytes to normalised [3, S, S] float32 samples."""
+    """DALI operator graph from encoded image bytes to [3, S, S] float32 samples in [0, 1]."""
     from nvidia.dali import fn, types
     from nvidia.dali import math as dmath
 
@@ -182,7 +167,7 @@ def _dali_graph(encoded, aug: Augmentation, train: bool, gpu: bool):
         images = dmath.clamp(images, 0.0, 1.0)
     else:
         images = fn.crop(images, crop=(size, size))
-    images = fn.transpose((images - aug.mean) / aug.std, perm=[2, 0, 1])
+    images = fn.transpose(images, perm=[2, 0, 1])
     return fn.cat(images, images, images, axis=0)
 
 

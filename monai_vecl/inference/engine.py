@@ -1,0 +1,140 @@
+"""Zero-shot scoring on MONAI engines: the image transform, the dataset, the inferer and the AUC metric.
+
+A ``monai.engines.SupervisedEvaluator`` with :class:`ZeroShotInferer` scores images against the positive
+and negative prompts of a class list; :class:`ZeroShotAUC` turns its outputs into the masked macro ROC AUC
+(:func:`monai_vecl.metrics.masked_macro_auc`) in POS and PNC modes, gathering the shards of every rank
+under DDP. Training validation and the bundle's inference workflow use these same pieces.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from ignite.metrics import Metric
+from monai.data import Dataset
+from monai.inferers import Inferer
+from monai.transforms import MapTransform
+
+from monai_vecl import metrics
+from monai_vecl.data.manifest import class_labels, image_path, read_manifest
+from monai_vecl.data.preprocess import preprocess_gray, read_gray
+from monai_vecl.inference.zero_shot import NEG_TEMPLATE, POS_TEMPLATE, ZeroShotClassifier, pnc
+
+
+class LoadGrayd(MapTransform):
+    """Image file path → network input [3, S, S] in [0, 1]: :func:`read_gray` then :func:`preprocess_gray`,
+    exactly the evaluation and deployment preprocessing."""
+
+    def __init__(self, keys: str | Sequence[str], image_size: int, load_size: int):
+        super().__init__(keys)
+        self.image_size, self.load_size = image_size, load_size
+
+    def __call__(self, data: dict[str, Any]) -> dict[str, Any]:
+        out = dict(data)
+        for key in self.key_iterator(out):
+            out[key] = preprocess_gray(read_gray(out[key]), self.image_size, self.load_size)
+        return out
+
+
+def labeled_dataset(manifest: str | os.PathLike, class_names: Sequence[str] | None, split: str,
+                    image_size: int, load_size: int, max_images: int | None = None) -> Dataset:
+    """A MONAI ``Dataset`` of the ``split`` records that carry ground truth: ``image`` [3, S, S] and ``label``
+    [C] (1/0; NaN or -1 where a record has no usable label for a class). ``class_names`` ``None`` takes every
+    finding key of those records; ``dataset.class_names`` holds the resolved list."""
+    records = [r for r in read_manifest(manifest, split=split) if r.findings][:max_images]
+    if not records:
+        raise ValueError(f"{manifest}: no '{split}' records with ground-truth findings to score")
+    names = tuple(class_names) if class_names is not None else tuple(sorted({k for r in records for k in r.findings}))
+    labels = class_labels(records, names)
+    unknown = [n for c, n in enumerate(names) if np.isnan(labels[:, c]).all()]
+    if unknown:
+        raise ValueError(f"{manifest}: no '{split}' record has ground truth for {unknown}")
+    items = [{"image": str(image_path(r, manifest)), "label": torch.as_tensor(labels[i], dtype=torch.float32)}
+             for i, r in enumerate(records)]
+    dataset = Dataset(items, transform=LoadGrayd("image", image_size, load_size))
+    dataset.class_names = names
+    return dataset
+
+
+class ZeroShotInferer(Inferer):
+    """``inferer(images, network)`` → entail probabilities [N, 2, C]: row 0 for "There is X", row 1 for
+    "There is no X". Prompts are encoded afresh on every call, so scores follow a network that is training."""
+
+    def __init__(self, class_names: Sequence[str], pos_template: str = POS_TEMPLATE, neg_template: str = NEG_TEMPLATE,
+                 chunk_size: int = 64):
+        super().__init__()
+        self.class_names = tuple(class_names)
+        self.pos_template, self.neg_template, self.chunk_size = pos_template, neg_template, chunk_size
+
+    def __call__(self, inputs: torch.Tensor, network: torch.nn.Module, *args: Any, **kwargs: Any) -> torch.Tensor:
+        classifier = ZeroShotClassifier(network, self.class_names, self.pos_template, self.neg_template,
+                                        self.chunk_size)
+        p_pos, p_neg = classifier.entail(inputs)
+        return torch.stack([p_pos, p_neg], dim=1)
+
+
+def _all_gather(x: torch.Tensor) -> torch.Tensor:
+    """Concatenate ``x`` over the ranks (shards may differ in length); ``x`` itself without DDP."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return x
+    from monai.utils import evenly_divisible_all_gather
+
+    return evenly_divisible_all_gather(x, concat=True)
+
+
+class ZeroShotAUC(Metric):
+    """Masked macro ROC AUC of zero-shot scores: ``<prefix>_pnc_auc``, ``<prefix>_pos_auc`` and the per-class
+    PNC AUC ``<prefix>_pnc_auc.<class>``, computed once over the images of every rank.
+
+    Attach with name ``<prefix>_pnc_auc``; the other figures go into ``engine.state.metrics`` beside it.
+    """
+
+    def __init__(self, class_names: Sequence[str], prefix: str = "val",
+                 output_transform: Callable = lambda output: (output["pred"], output["label"]), device: Any = "cpu"):
+        self.class_names, self.prefix = tuple(class_names), prefix
+        super().__init__(output_transform=output_transform, device=device)
+
+    def reset(self) -> None:
+        self._pred: list[torch.Tensor] = []
+        self._label: list[torch.Tensor] = []
+
+    def update(self, output: tuple[torch.Tensor, torch.Tensor]) -> None:
+        pred, label = output
+        self._pred.append(pred.detach().float().cpu())
+        self._label.append(label.detach().float().cpu())
+
+    def compute(self) -> dict[str, float]:
+        pred, label = _all_gather(torch.cat(self._pred)), _all_gather(torch.cat(self._label))
+        p_pos, p_neg, truth = pred[:, 0].numpy(), pred[:, 1].numpy(), label.numpy()
+        pnc_auc, per_class = metrics.masked_macro_auc(truth, pnc(torch.from_numpy(p_pos), torch.from_numpy(p_neg))
+                                                      .numpy(), self.class_names)
+        pos_auc, _ = metrics.masked_macro_auc(truth, p_pos, self.class_names)
+        out = {f"{self.prefix}_pnc_auc": pnc_auc, f"{self.prefix}_pos_auc": pos_auc}
+        out.update({f"{self.prefix}_pnc_auc.{name.replace(' ', '_')}": v for name, v in per_class.items()})
+        return out
+
+    def completed(self, engine: Any, name: str) -> None:
+        result = self.compute()
+        engine.state.metrics.update(result)
+        engine.state.metrics[name] = result[f"{self.prefix}_pnc_auc"]
+
+
+def zero_shot_evaluator(network: torch.nn.Module, dataset: Dataset, prefix: str = "val", batch_size: int = 64,
+                        pos_template: str = POS_TEMPLATE, neg_template: str = NEG_TEMPLATE) -> Any:
+    """A ``SupervisedEvaluator`` scoring ``dataset`` (:func:`labeled_dataset`) zero-shot; after ``run()`` its
+    ``state.metrics`` hold ``<prefix>_pnc_auc`` and the rest of :class:`ZeroShotAUC`. The bundle's
+    ``validate#evaluator`` is this evaluator written in YAML."""
+    from monai.data import DataLoader
+    from monai.engines import SupervisedEvaluator
+
+    from monai_vecl.inference.zero_shot import model_device
+
+    names = dataset.class_names
+    return SupervisedEvaluator(
+        device=model_device(network), val_data_loader=DataLoader(dataset, batch_size=batch_size), network=network,
+        inferer=ZeroShotInferer(names, pos_template, neg_template, batch_size),
+        key_val_metric={f"{prefix}_pnc_auc": ZeroShotAUC(names, prefix)}, decollate=False)
