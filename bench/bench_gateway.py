@@ -370,7 +370,13 @@ def main() -> None:
     template = pydicom.dcmread(Path(data_store.__file__).parent / "data" / "RG1_UNCR.dcm")
     settings = yaml.safe_load(args.config.read_text())["deploy"]
     config = PipelineConfig.from_mapping(settings, base_dir=args.config.parent)
-    if args.untrained or not (config.bundle_root and (config.bundle_root / config.model_file).is_file()):
+    pipeline = None
+    if not args.untrained and config.bundle_root is not None:
+        try:
+            pipeline = StudyPipeline(config)
+        except FileNotFoundError as err:  # an untrained checkout: configs but no weights
+            print(f"no trained bundle: {err}")
+    if pipeline is None:
         print("model: untrained small network (no trained bundle used)")
         bundle_names = yaml.safe_load((ROOT / "bundles" / "vecl_cxr" / "configs" / "inference.yaml").read_text())
         settings = {**settings, "bundle_root": None, "findings": settings.get("findings") or bundle_names["class_names"]}
@@ -382,7 +388,7 @@ def main() -> None:
         for workers in args.workers:
             load(args, settings, template, workers)
         return
-    pipeline = StudyPipeline(config)
+    pipeline = pipeline or StudyPipeline(config)
     print(f"{args.studies} studies of 1 CR image ({template.Rows}x{template.Columns}), quiet {args.quiet} s, "
           f"{len(pipeline.thresholds)} findings, device {pipeline.device}, load average {Path('/proc/loadavg').read_text().split()[:3]}")
     runs = [("Nagle on (baseline), 1 sender", False, 1), ("TCP_NODELAY, 1 sender", True, 1), ("TCP_NODELAY, 4 senders", True, 4)]

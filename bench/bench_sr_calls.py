@@ -18,6 +18,10 @@ exists, else one generated with the training defaults (600 images, seed 0) under
 thresholds on the validation split with the evaluation's ``choose_thresholds``, from scores of the
 same deploy path, write them to PATH with :func:`monai_vecl.thresholds.save_thresholds`, then use them.
 
+``--thresholds`` / ``--calibrate`` run the bundle through a copy of its ``configs/inference.yaml`` whose
+``thresholds_file`` names that file (same network, weights and prompts): the bundle stays the deployment's
+source of truth and its own thresholds file is left alone.
+
 Usage: python bench/bench_sr_calls.py [--bundle bundles/vecl_cxr] [--config deploy/config.yaml] [--manifest M]
                                       [--split test] [--limit N] [--thresholds PATH | --calibrate PATH]
 """
@@ -27,6 +31,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -39,7 +44,7 @@ from monai_vecl.data.dicom_export import export_dicom
 from monai_vecl.data.manifest import read_manifest
 from monai_vecl.deploy.pipeline import PipelineConfig, StudyPipeline, save_sr
 from monai_vecl.deploy.sr import read_findings
-from monai_vecl.evaluation.metrics import choose_thresholds
+from monai_vecl.metrics import choose_thresholds
 from monai_vecl.thresholds import ThresholdTable, save_thresholds
 from monai_vecl.training.dataset import resolve_manifest
 
@@ -52,6 +57,22 @@ def phantom_manifest(bundle: Path, phantom_dir: Path) -> Path:
     if trained_on.is_file():
         return trained_on
     return resolve_manifest(None, phantom_dir)
+
+
+def bundle_with_thresholds(bundle: Path, thresholds: Path, folder: Path) -> Path:
+    """``folder`` as a bundle: ``bundle``'s inference.yaml with its weights and ``thresholds_file`` = ``thresholds``."""
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(str(bundle / "configs" / "inference.yaml"))
+    parser["bundle_root"] = str(bundle)
+    parser["model_file"] = str(bundle / parser.get_parsed_content("model_file"))
+    parser["thresholds_file"] = str(thresholds.resolve())
+    (folder / "configs").mkdir(parents=True, exist_ok=True)
+    ConfigParser.export_config_file(parser.get(), str(folder / "configs" / "inference.yaml"), fmt="yaml")
+    if (bundle / "configs" / "metadata.json").is_file():
+        shutil.copy(bundle / "configs" / "metadata.json", folder / "configs")
+    return folder
 
 
 def write_and_read(pipeline: StudyPipeline, studies: list[tuple[Path, dict[str, int]]], out_dir: Path) -> list:
@@ -97,7 +118,7 @@ def calibrate(pipeline: StudyPipeline, studies: list[tuple[Path, dict[str, int]]
     y = np.array([[truth.get(n, -1) for n in names] for _, truth in studies], dtype=float)
     s = np.array([[pipeline.process([path]).scores[n] for n in names] for path, _ in studies])
     chosen = choose_thresholds(y, s).f1
-    table = ThresholdTable({n: float(t) for n, t in zip(names, chosen) if np.isfinite(t)}, pipeline.config.score_mode,
+    table = ThresholdTable({n: float(t) for n, t in zip(names, chosen) if np.isfinite(t)}, pipeline.bundle.score_mode,
                            "validate", "max_f1", model_sha256=pipeline.fingerprint)
     return save_thresholds(table, out)
 
@@ -111,7 +132,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bundle", type=Path, default=ROOT / "bundles" / "vecl_cxr")
     parser.add_argument("--config", type=Path, default=ROOT / "deploy" / "config.yaml")
-    parser.add_argument("--thresholds", default=None, help="thresholds file (default: the config's, in the bundle)")
+    parser.add_argument("--thresholds", default=None, help="thresholds file (default: the bundle's)")
     parser.add_argument("--calibrate", type=Path, default=None,
                         help="choose thresholds on the validation split first and write them here")
     parser.add_argument("--split", default="test")
@@ -125,22 +146,23 @@ def main() -> None:
     records = [r for r in read_manifest(manifest) if r.split == args.split and r.view in ("PA", "AP") and r.findings]
     records = records[: args.limit] if args.limit else records
     base = dataclasses.replace(PipelineConfig.from_yaml(args.config), bundle_root=args.bundle.resolve(), device="cpu")
-    if args.calibrate:
-        validation = [r for r in read_manifest(manifest) if r.split == "validate" and r.view in ("PA", "AP")
-                      and r.findings]
-        with tempfile.TemporaryDirectory() as tmp:
-            exported = [(export_dicom(r, manifest, Path(tmp) / f"{i:05d}.dcm"), r.findings)
-                        for i, r in enumerate(validation)]
-            scorer = StudyPipeline(dataclasses.replace(base, thresholds_file=None))
-            args.thresholds = calibrate(scorer, exported, args.calibrate)
-        print(f"calibrated on {len(validation)} validation studies -> {args.thresholds}")
-    if args.thresholds:
-        base = dataclasses.replace(base, thresholds_file=str(Path(args.thresholds).resolve()))
-    pipeline = StudyPipeline(base)
-    if pipeline.calibration is None:
-        print("WARNING: no calibrated thresholds file: the SRs carry no calls")
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
+        if args.calibrate:
+            validation = [r for r in read_manifest(manifest) if r.split == "validate" and r.view in ("PA", "AP")
+                          and r.findings]
+            exported = [(export_dicom(r, manifest, tmp_path / "validate" / f"{i:05d}.dcm"), r.findings)
+                        for i, r in enumerate(validation)]
+            uncalibrated = bundle_with_thresholds(args.bundle, tmp_path / "none.json", tmp_path / "uncalibrated")
+            scorer = StudyPipeline(dataclasses.replace(base, bundle_root=uncalibrated))
+            args.thresholds = calibrate(scorer, exported, args.calibrate)
+            print(f"calibrated on {len(validation)} validation studies -> {args.thresholds}")
+        if args.thresholds:
+            chosen = bundle_with_thresholds(args.bundle, Path(args.thresholds), tmp_path / "chosen")
+            base = dataclasses.replace(base, bundle_root=chosen)
+        pipeline = StudyPipeline(base)
+        if pipeline.calibration is None:
+            print("WARNING: no calibrated thresholds file: the SRs carry no calls")
         studies = [(export_dicom(r, manifest, tmp_path / "dicom" / f"{i:05d}.dcm"), r.findings)
                    for i, r in enumerate(records)]
         started = time.perf_counter()

@@ -1,5 +1,5 @@
-"""StudyPipeline: bundle loading, scoring wiring, calibrated and site thresholds, study triage, notice SRs,
-bad instances, config validation."""
+"""StudyPipeline: the bundle as the source of truth (class names, prompts, score mode, geometry, thresholds),
+scoring wiring, calibrated and site thresholds, study triage, notice SRs, bad instances, typed site config."""
 
 from __future__ import annotations
 
@@ -20,31 +20,45 @@ from monai_vecl.data.manifest import image_path, read_manifest
 from monai_vecl.data.phantom import generate_phantom
 from monai_vecl.data.preprocess import preprocess_gray
 from monai_vecl.deploy.dicom_image import dicom_to_gray01
-from monai_vecl.deploy.pipeline import PipelineConfig, StudyPipeline, group_by_study, resolve_findings, save_sr
-from monai_vecl.evaluation.zero_shot import ZeroShotClassifier
+from monai_vecl.deploy.pipeline import (
+    PipelineConfig,
+    StudyPipeline,
+    group_by_study,
+    resolve_findings,
+    resolve_thresholds,
+    save_sr,
+)
+from monai_vecl.inference.zero_shot import ZeroShotClassifier
 from monai_vecl.networks import build_vecl
 from monai_vecl.thresholds import ThresholdTable, save_thresholds
 
-CLASSES = ["Pleural Effusion", "Cardiomegaly", "Pneumothorax"]
+CLASSES = ["Pleural Effusion", "Cardiomegaly", "Pulmonary Consolidation", "Pneumothorax"]
 NAMES = ["Pleural Effusion", "Cardiomegaly", "Pulmonary Consolidation"]
 CALIBRATED = {"Pleural Effusion": 0.42, "Cardiomegaly": 0.61}
 REPO = Path(__file__).resolve().parents[1]
+INFERENCE = {
+    "class_names": CLASSES,
+    "network_def": {"_target_": "monai_vecl.networks.build_vecl", "preset": "small"},
+    "model_file": "models/model.pt",
+    "pos_template": "There is {}",
+    "neg_template": "There is no {}",
+    "score_mode": "pnc",
+}
+
+
+def _bundle_configs(root: Path, **changes) -> Path:
+    """``root/configs/inference.yaml`` with ``changes`` (None removes a key)."""
+    (root / "configs").mkdir(parents=True, exist_ok=True)
+    doc = {k: v for k, v in {**INFERENCE, **changes}.items() if v is not None}
+    (root / "configs" / "inference.yaml").write_text(yaml.safe_dump(doc))
+    return root
 
 
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory):
     """A bundle in the trained layout whose weights differ clearly from any fresh initialisation."""
-    root = tmp_path_factory.mktemp("bundle")
-    (root / "configs").mkdir()
+    root = _bundle_configs(tmp_path_factory.mktemp("bundle"))
     (root / "models").mkdir()
-    (root / "configs" / "inference.yaml").write_text(
-        yaml.safe_dump(
-            {
-                "class_names": CLASSES,
-                "network_def": {"_target_": "monai_vecl.networks.build_vecl", "preset": "small"},
-            }
-        )
-    )
     torch.manual_seed(1)
     model = build_vecl("small").eval()
     with torch.no_grad():  # widen the relation head so scores spread well away from 0.5
@@ -112,29 +126,77 @@ def test_thresholds_for_other_weights_or_score_mode_stop_the_start_up(bundle, tm
     root, _ = bundle
     table = json.loads((root / "models" / "thresholds.json").read_text())
     other = tmp_path / "other.json"
+    # a second bundle: the same weights, its inference.yaml naming another thresholds file
+    twin = _bundle_configs(tmp_path / "twin", model_file=str(root / "models" / "model.pt"), thresholds_file=str(other))
     other.write_text(json.dumps({**table, "model_sha256": "0" * 64}))
     with pytest.raises(ValueError, match="calibrated for model sha256 0000"):
-        StudyPipeline({"bundle_root": str(root), "device": "cpu", "thresholds_file": str(other)})
+        StudyPipeline({"bundle_root": str(twin), "device": "cpu"})
     other.write_text(json.dumps({**table, "score_mode": "pos"}))
-    with pytest.raises(ValueError, match="score_mode"):
-        StudyPipeline({"bundle_root": str(root), "device": "cpu", "thresholds_file": str(other)})
+    with pytest.raises(ValueError, match="calibrated for score_mode 'pos', the bundle scores 'pnc'"):
+        StudyPipeline({"bundle_root": str(twin), "device": "cpu"})
+    other.unlink()
     with caplog.at_level(logging.WARNING, logger="monai_vecl.deploy.pipeline"):
-        uncalibrated = StudyPipeline({"bundle_root": str(root), "device": "cpu", "thresholds_file": "missing.json"})
+        uncalibrated = StudyPipeline({"bundle_root": str(twin), "device": "cpu"})
     assert "no calibrated thresholds" in caplog.text
     assert {t.value for t in uncalibrated.thresholds.values()} == {None}
 
 
-def test_bundle_class_names_are_the_default_findings():
+def test_prompts_and_score_mode_come_from_the_bundle(bundle, tmp_path):
+    root, reference_model = bundle
+    twin = _bundle_configs(tmp_path / "twin", model_file=str(root / "models" / "model.pt"), score_mode="pos",
+                           pos_template="Findings: {}", neg_template="Findings: no {}", thresholds_file="none.json")
+    pipeline = StudyPipeline({"bundle_root": str(twin), "device": "cpu", "findings": ["Cardiomegaly"]})
+    result = pipeline.process([rg1_path()])
+    image = preprocess_gray(dicom_to_gray01(pydicom.dcmread(rg1_path())), reference_model.image_size,
+                            reference_model.load_size)[None]
+    expected = ZeroShotClassifier(reference_model, ["Cardiomegaly"], "Findings: {}", "Findings: no {}").scores(
+        image, mode="pos")[0]
+    assert result.scores["Cardiomegaly"] == pytest.approx(float(expected[0]), abs=1e-5)
+    default = ZeroShotClassifier(reference_model, ["Cardiomegaly"]).scores(image, mode="pnc")[0]
+    assert abs(float(default[0]) - result.scores["Cardiomegaly"]) > 1e-3  # the bundle's settings made a difference
+    parameters = measurement_groups(result.sr)[0]["parameters"]
+    assert {"score_mode=pos", "positive_prompt=Findings: {}", "negative_prompt=Findings: no {}"} <= set(parameters)
+
+
+@pytest.mark.parametrize(
+    ("changes", "error", "message"),
+    [
+        ({"score_mode": None}, ValueError, r"needs \['score_mode'\]"),
+        ({"pos_template": None, "class_names": None}, ValueError, r"needs \['class_names', 'pos_template'\]"),
+        ({"score_mode": "PNC"}, ValueError, r"score_mode must be one of \['pnc', 'pos'\], got 'PNC'"),
+        ({"class_names": "Pneumothorax"}, TypeError, "class_names must be a non-empty list"),
+        ({"neg_template": 3}, TypeError, "neg_template must be a string"),
+        ({"model_file": "models/missing.pt"}, FileNotFoundError, "lacks its weights"),
+    ],
+)
+def test_a_bundle_without_the_deployment_keys_is_refused_naming_the_key(bundle, tmp_path, changes, error, message):
+    root, _ = bundle
+    twin = _bundle_configs(tmp_path / "twin", **{"model_file": str(root / "models" / "model.pt"), **changes})
+    with pytest.raises(error, match=message):
+        StudyPipeline({"bundle_root": str(twin), "device": "cpu"})
+
+
+def test_bundle_class_names_are_the_default_findings_and_deploy_findings_a_subset():
     config = PipelineConfig.from_mapping({})
-    assert resolve_findings(config, {"class_names": CLASSES}) == CLASSES
-    configured = PipelineConfig.from_mapping({"findings": ["Hernia"]})
-    assert resolve_findings(configured, {"class_names": CLASSES}) == ["Hernia"]
+    assert resolve_findings(config, CLASSES) == CLASSES
+    configured = PipelineConfig.from_mapping({"findings": ["Cardiomegaly"]})
+    assert resolve_findings(configured, CLASSES) == ["Cardiomegaly"]
+    # the taxonomy's names of the bundle's classes select them, under the bundle's (prompt) names
+    synonyms = PipelineConfig.from_mapping({"findings": ["Consolidation", "Pleural Effusion"],
+                                            "site_thresholds": {"Consolidation": 0.5}})
+    findings = resolve_findings(synonyms, CLASSES)
+    assert findings == ["Pulmonary Consolidation", "Pleural Effusion"]
+    chosen = resolve_thresholds(findings, None, synonyms.site_thresholds)
+    assert chosen["Pulmonary Consolidation"].value == 0.5 and chosen["Pleural Effusion"].value is None
+    with pytest.raises(ValueError, match=r"classes the bundle does not score: \['Hernia'\]"):
+        resolve_findings(PipelineConfig.from_mapping({"findings": ["Hernia"]}), CLASSES)
+    assert resolve_findings(PipelineConfig.from_mapping({"findings": ["Hernia"]}), ()) == ["Hernia"]  # no bundle
     with pytest.raises(ValueError, match="not scored"):
-        resolve_findings(PipelineConfig.from_mapping({"site_thresholds": {"Hernia": 0.5}}), {"class_names": CLASSES})
+        resolve_findings(PipelineConfig.from_mapping({"site_thresholds": {"Hernia": 0.5}}), CLASSES)
     with pytest.raises(ValueError, match="no findings"):
-        resolve_findings(config, {})
+        resolve_findings(config, ())
     with pytest.raises(KeyError, match="unknown finding"):
-        resolve_findings(config, {"class_names": ["Broken Heart"]})
+        resolve_findings(config, ["Broken Heart"])
 
 
 def test_lossless_jpeg2000_scores_like_the_original(pipeline):
@@ -221,18 +283,54 @@ def test_phantom_dx_export_reads_back_as_its_png_and_gets_an_sr(pipeline, tmp_pa
 def test_config_file_and_validation(tmp_path):
     config = PipelineConfig.from_yaml(REPO / "deploy" / "config.yaml")
     assert config.bundle_root == REPO / "bundles" / "vecl_cxr"  # resolved against the YAML's folder
-    assert config.findings == () and config.thresholds_file == "models/thresholds.json"
+    assert config.findings == () and config.site_thresholds == {}
     assert config.sr.kind == "comprehensive3d"
-    with pytest.raises(ValueError, match="unknown keys"):
+    with pytest.raises(ValueError, match=r"unknown deploy option\(s\) \['bundle_rot'\]"):
         PipelineConfig.from_mapping({"bundle_rot": "x"})
     with pytest.raises(ValueError, match=r"in \[0, 1\]"):
         PipelineConfig.from_mapping({"site_thresholds": {"Pneumothorax": 1.5}})
     with pytest.raises(KeyError, match="unknown finding"):
         PipelineConfig.from_mapping({"findings": ["Broken Heart"]})
-    with pytest.raises(TypeError, match="list of class names"):
-        PipelineConfig.from_mapping({"findings": {"Pneumothorax": 0.5}})
     with pytest.raises(FileNotFoundError, match="train the bundle first"):
         StudyPipeline({"bundle_root": str(tmp_path), "findings": ["Pneumothorax"]})
+
+
+@pytest.mark.parametrize(
+    ("deploy", "error", "message"),
+    [
+        ({"findings": {"Pneumothorax": 0.5}}, TypeError, r"deploy.findings must be tuple\[str, \.\.\.\]"),
+        ({"findings": "Pneumothorax"}, TypeError, "deploy.findings must be tuple"),
+        ({"site_thresholds": {"Pneumothorax": "0.5"}}, TypeError, r"deploy.site_thresholds must be dict\[str, float\]"),
+        ({"site_thresholds": [0.5]}, TypeError, "deploy.site_thresholds must be dict"),
+        ({"bundle_root": 5}, TypeError, r"deploy.bundle_root must be Path \| None"),
+        ({"device": "gpu0"}, ValueError, "deploy.device must be auto or a torch device"),
+        ({"no_voi": "window"}, ValueError, r"deploy.no_voi must be one of \['bit_depth', 'min_max'\]"),
+        ({"selection": {"allow_unknown_view": "false"}}, TypeError, "deploy.selection.allow_unknown_view must be bool"),
+        ({"selection": {"views": ["LATERAL"]}}, ValueError, r"deploy.selection.views\[\] must be one of \['PA', 'AP'\]"),
+        ({"selection": ["PA"]}, TypeError, "deploy.selection must be a mapping"),
+        ({"sr": {"series_number": "9901"}}, TypeError, "deploy.sr.series_number must be int"),
+        ({"sr": {"notice_for_skipped": "true"}}, TypeError, "deploy.sr.notice_for_skipped must be bool"),
+        ({"sr": {"kind": "basic"}}, ValueError, r"deploy.sr.kind must be one of \['comprehensive3d', 'comprehensive'\]"),
+        ({"sr": {"title": "x"}}, ValueError, r"unknown deploy.sr option\(s\) \['title'\]"),
+        ({"grounding": {"seg": {"binary_threshold": "0.5"}}}, TypeError,
+         r"deploy.grounding.seg.binary_threshold must be float \| None"),
+        ({"grounding": {"enabled": "false"}}, TypeError, "enabled must be"),
+        ({"score_mode": "pos"}, ValueError, "deploy.score_mode is not a site setting: the bundle's configs/inference.yaml"),
+        ({"prompts": {"positive": "x {}"}}, ValueError, "sets pos_template/neg_template"),
+        ({"model_file": "m.pt"}, ValueError, "deploy.model_file is not a site setting"),
+        ({"thresholds_file": "t.json"}, ValueError, "deploy.thresholds_file is not a site setting"),
+    ],
+)
+def test_site_settings_are_typed_and_model_settings_belong_to_the_bundle(deploy, error, message):
+    with pytest.raises(error, match=message):
+        PipelineConfig.from_mapping({"deploy": deploy})
+
+
+def test_a_directly_built_config_is_checked_too():
+    with pytest.raises(TypeError, match="deploy.bundle_root must be Path"):
+        PipelineConfig(bundle_root="bundles/vecl_cxr")
+    with pytest.raises(TypeError, match=r"deploy.findings must be tuple\[str, \.\.\.\]"):
+        PipelineConfig(findings=("Pneumothorax", 3))
 
 
 def test_a_study_of_unreadable_files_is_reported_not_dropped(pipeline, tmp_path):

@@ -83,7 +83,13 @@ def test_unknown_view_is_read_only_when_allowed():
     assert select_frontal_chest(headers, SelectionConfig(allow_unknown_view=True)).candidates == [0]
 
 
-def test_selection_config_rejects_typos():
-    with pytest.raises(ValueError, match="unknown keys"):
+def test_selection_config_rejects_typos_and_wrong_types():
+    with pytest.raises(ValueError, match=r"unknown deploy.selection option\(s\) \['view'\]"):
         SelectionConfig.from_mapping({"view": ["PA"]})
     assert SelectionConfig.from_mapping({"views": ["ap"]}).views == ("AP",)
+    with pytest.raises(TypeError, match="deploy.selection.allow_unknown_view must be bool, got 'false'"):
+        SelectionConfig.from_mapping({"allow_unknown_view": "false"})
+    with pytest.raises(TypeError, match=r"deploy.selection.modalities must be tuple\[str, \.\.\.\]"):
+        SelectionConfig.from_mapping({"modalities": "DX"})
+    with pytest.raises(ValueError, match=r"deploy.selection.views\[\] must be one of \['PA', 'AP'\], got 'LL'"):
+        SelectionConfig(views=("PA", "LL"))

@@ -154,8 +154,12 @@ def test_sr_uid_is_deterministic_and_follows_the_settings(source, tmp_path):
 
 
 def test_bad_settings_are_refused(source):
-    with pytest.raises(ValueError, match="kind"):
+    with pytest.raises(ValueError, match=r"deploy.sr.kind must be one of \['comprehensive3d', 'comprehensive'\]"):
         SRConfig(kind="basic")
+    with pytest.raises(TypeError, match="deploy.sr.series_number must be int, got '9901'"):
+        SRConfig.from_mapping({"series_number": "9901"})
+    with pytest.raises(ValueError, match=r"unknown deploy.sr option\(s\) \['devce_name'\]"):
+        SRConfig.from_mapping({"devce_name": "x"})
     with pytest.raises(ValueError, match="no findings"):
         build_findings_sr(source, [], ALGORITHM)
     with pytest.raises(KeyError, match="unknown finding"):

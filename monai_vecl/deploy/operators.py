@@ -9,14 +9,13 @@ every study's SR or skip reason and every file left out). Importing this module 
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 from pathlib import Path
 
 from monai.deploy.core import Fragment, Operator, OperatorSpec
 
 from monai_vecl.deploy.pipeline import PipelineConfig, StudyPipeline, StudyResult, group_by_study, save_sr
+from monai_vecl.files import write_json
 
 log = logging.getLogger(__name__)
 
@@ -103,9 +102,7 @@ class SRWriterOperator(Operator):
             # the grounding SEG (findings called present) goes next to the SR
             entry["seg_file"] = None if result.seg is None else save_sr(result.seg, self.output_folder).name
             summary["studies"].append(entry)
-        tmp = self.output_folder / (self.SUMMARY + ".tmp")
-        tmp.write_text(json.dumps(summary, indent=2))
-        os.replace(tmp, self.output_folder / self.SUMMARY)
+        write_json(self.output_folder / self.SUMMARY, summary)
         written = sum(1 for s in summary["studies"] if s["sr_file"])
         skipped = sum(1 for s in summary["studies"] if s["skipped_reason"])
         log.info("%d SRs written (notices included), %d studies without findings, %d files not DICOM",

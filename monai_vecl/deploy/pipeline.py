@@ -1,12 +1,15 @@
 """One study in, one DICOM SR (or a logged reason for none) out: the deployment's core.
 
-``StudyPipeline(config)`` loads the model once — from a trained MONAI bundle
-(``configs/inference.yaml`` → ``network_def``, weights ``models/model.pt``, calibrated
-thresholds ``models/thresholds.json``) or, without ``bundle_root``, an untrained ``small``
-network for wiring tests only (with a loud warning) — and encodes the prompts once.
-``process(paths)`` then reads the study's headers, selects a frontal chest radiograph, converts
-it to display grayscale, preprocesses it exactly as in evaluation, scores the configured
-findings with zero-shot PNC and builds the SR (or, for a study it declines, a notice SR).
+``StudyPipeline(config)`` loads the model once and encodes the prompts once. The trained MONAI
+bundle is the source of truth for everything the model was trained and calibrated with
+(:func:`load_bundle`: ``configs/inference.yaml`` → ``network_def`` with its preprocessing geometry
+and intensity statistics, ``model_file``, ``class_names``, ``pos_template`` / ``neg_template``,
+``score_mode``, ``thresholds_file``); ``deploy/config.yaml`` holds only site settings
+(:class:`PipelineConfig`). Without ``bundle_root`` an untrained ``small`` network scores, for
+wiring tests only (with a loud warning). ``process(paths)`` then reads the study's headers, selects
+a frontal chest radiograph, converts it to display grayscale, preprocesses it with the network's
+own geometry, scores the findings zero-shot and builds the SR (or, for a study it declines, a
+notice SR).
 
 Thresholds (see docs/deploy_app.md): a site threshold in ``deploy.site_thresholds`` wins; else
 the bundle's calibrated threshold (:mod:`monai_vecl.thresholds`); a finding with neither is
@@ -34,7 +37,7 @@ import torch
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
-from monai_vecl.data.preprocess import preprocess_gray
+from monai_vecl.config import check_choice, check_dataclass
 from monai_vecl.deploy.config_file import read_config
 from monai_vecl.deploy.dicom_image import NO_VOI_MODES, DicomImageError, dicom_to_gray01
 from monai_vecl.deploy.seg import SEGConfig, build_grounding_seg
@@ -48,42 +51,44 @@ from monai_vecl.deploy.sr import (
     finding_concept,
 )
 from monai_vecl.evaluation.grounding import make_grounder
-from monai_vecl.evaluation.zero_shot import MODES, ZeroShotClassifier
+from monai_vecl.files import atomic_open
 from monai_vecl.grounding import GroundingConfig, to_source_frame
-from monai_vecl.thresholds import ThresholdTable, load_thresholds
+from monai_vecl.inference.zero_shot import (
+    MODES,
+    NEG_TEMPLATE,
+    POS_TEMPLATE,
+    ZeroShotClassifier,
+    load_weights,
+    preprocess,
+)
+from monai_vecl.taxonomy import class_key
+from monai_vecl.thresholds import FILE_NAME, ThresholdTable, load_thresholds
 
 log = logging.getLogger(__name__)
 
 ALGORITHM_NAME = "VECL zero-shot chest X-ray findings"
 _REQUIRED_UIDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID")
-_KEYS = {
-    "bundle_root",
-    "model_file",
-    "device",
-    "score_mode",
-    "prompts",
-    "findings",
-    "thresholds_file",
-    "site_thresholds",
-    "no_voi",
-    "selection",
-    "sr",
-    "grounding",
-}
+#: The keys of the ``deploy:`` section (``seg`` lives under ``grounding``).
+SITE_KEYS = ("bundle_root", "device", "findings", "site_thresholds", "no_voi", "selection", "sr", "grounding")
+#: Former ``deploy:`` keys and the bundle keys that replace them: the model was trained and
+#: calibrated with these, so a site cannot change them without retraining or recalibrating.
+MOVED_TO_BUNDLE = {"model_file": "model_file", "score_mode": "score_mode", "prompts": "pos_template/neg_template",
+                   "thresholds_file": "thresholds_file"}
+#: ``configs/inference.yaml`` keys the deployment reads.
+BUNDLE_KEYS = ("network_def", "model_file", "class_names", "pos_template", "neg_template", "score_mode")
 
 
 @dataclass(frozen=True)
 class PipelineConfig:
-    """The ``deploy:`` section of ``deploy/config.yaml`` (see that file for each key's meaning)."""
+    """The ``deploy:`` section of ``deploy/config.yaml``: site settings only (see that file for each key).
+
+    Every value is type-checked (:mod:`monai_vecl.config`), whether it comes from YAML or is passed
+    directly: a ``'false'`` string, a quoted number or an unknown key fails naming the key.
+    """
 
     bundle_root: Path | None = None
-    model_file: str = "models/model.pt"
     device: str = "auto"
-    score_mode: str = "pnc"
-    pos_template: str = "There is {}"
-    neg_template: str = "There is no {}"
     findings: tuple[str, ...] = ()
-    thresholds_file: str | None = "models/thresholds.json"
     site_thresholds: dict[str, float] = field(default_factory=dict)
     no_voi: str = "bit_depth"
     selection: SelectionConfig = field(default_factory=SelectionConfig)
@@ -92,12 +97,11 @@ class PipelineConfig:
     seg: SEGConfig = field(default_factory=SEGConfig)
 
     def __post_init__(self) -> None:
-        if self.score_mode not in MODES:
-            raise ValueError(f"deploy.score_mode must be one of {MODES}, got {self.score_mode!r}")
-        if self.no_voi not in NO_VOI_MODES:
-            raise ValueError(f"deploy.no_voi must be one of {NO_VOI_MODES}, got {self.no_voi!r}")
+        check_dataclass(self, "deploy")
+        check_choice("deploy.no_voi", self.no_voi, NO_VOI_MODES)
+        resolve_device(self.device)
         for name, threshold in self.site_thresholds.items():
-            if not 0.0 <= float(threshold) <= 1.0:
+            if not 0.0 <= threshold <= 1.0:
                 raise ValueError(f"deploy.site_thresholds: {name!r} must be in [0, 1], got {threshold!r}")
         for name in (*self.findings, *self.site_thresholds):
             finding_concept(name)  # unknown names fail here, at start-up, not on the first study
@@ -105,36 +109,34 @@ class PipelineConfig:
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], base_dir: str | os.PathLike = ".") -> PipelineConfig:
         """From a ``deploy:`` mapping (or a whole document holding one); relative paths resolve against ``base_dir``."""
-        data = dict(data.get("deploy", data) or {})
-        unknown = set(data) - _KEYS
-        if unknown:
-            raise ValueError(f"unknown keys in deploy config: {sorted(unknown)} (known: {sorted(_KEYS)})")
-        prompts = dict(data.get("prompts") or {})
-        findings = data.get("findings") or ()
-        if isinstance(findings, (str, Mapping)) or not isinstance(findings, Sequence):
-            raise TypeError(
-                "deploy.findings must be a list of class names (thresholds: the bundle's thresholds.json, "
-                "per-site overrides in deploy.site_thresholds)"
+        data = dict(_mapping(data.get("deploy", data), "deploy"))
+        moved = sorted(set(data) & set(MOVED_TO_BUNDLE))
+        if moved:
+            raise ValueError(
+                f"deploy.{moved[0]} is not a site setting: the bundle's configs/inference.yaml sets "
+                f"{MOVED_TO_BUNDLE[moved[0]]} (the weights were trained and the thresholds calibrated with it)"
             )
-        site = data.get("site_thresholds") or {}
-        if not isinstance(site, Mapping):
-            raise TypeError("deploy.site_thresholds must map class names to thresholds")
+        unknown = sorted(set(data) - set(SITE_KEYS))
+        if unknown:
+            raise ValueError(f"unknown deploy option(s) {unknown}; known: {sorted(SITE_KEYS)}")
+        values = {k: data[k] for k in ("device", "no_voi") if k in data}
+        if isinstance(data.get("findings"), list):
+            values["findings"] = tuple(data["findings"])
+        elif "findings" in data:
+            values["findings"] = data["findings"]  # not a list: the type check names the key
+        if data.get("site_thresholds") is not None:
+            values["site_thresholds"] = data["site_thresholds"]
         bundle_root = data.get("bundle_root")
-        thresholds_file = data.get("thresholds_file", cls.thresholds_file)
+        if isinstance(bundle_root, (str, os.PathLike)):
+            bundle_root = (Path(base_dir) / bundle_root).resolve()
+        grounding = dict(_mapping(data.get("grounding"), "deploy.grounding"))
         return cls(
-            bundle_root=None if bundle_root is None else (Path(base_dir) / bundle_root).resolve(),
-            model_file=str(data.get("model_file", cls.model_file)),
-            device=str(data.get("device", cls.device)),
-            score_mode=str(data.get("score_mode", cls.score_mode)),
-            pos_template=str(prompts.get("positive", cls.pos_template)),
-            neg_template=str(prompts.get("negative", cls.neg_template)),
-            findings=tuple(str(name) for name in findings),
-            thresholds_file=None if thresholds_file is None else str(thresholds_file),
-            site_thresholds={str(k): float(v) for k, v in site.items()},
-            no_voi=str(data.get("no_voi", cls.no_voi)),
-            selection=SelectionConfig.from_mapping(data.get("selection")),
-            sr=SRConfig.from_mapping(data.get("sr")),
-            **_grounding_settings(data.get("grounding")),
+            bundle_root=bundle_root,
+            selection=SelectionConfig.from_mapping(_mapping(data.get("selection"), "deploy.selection")),
+            sr=SRConfig.from_mapping(_mapping(data.get("sr"), "deploy.sr")),
+            seg=SEGConfig.from_mapping(_mapping(grounding.pop("seg", None), "deploy.grounding.seg")),
+            grounding=GroundingConfig.from_mapping(grounding),
+            **values,
         )
 
     @classmethod
@@ -148,6 +150,82 @@ class PipelineConfig:
         if isinstance(source, Mapping):
             return cls.from_mapping(source)
         return cls.from_yaml(source)
+
+
+def _mapping(data: Any, name: str) -> Mapping[str, Any]:
+    """A YAML section: a mapping, or empty when absent."""
+    if data is None:
+        return {}
+    if not isinstance(data, Mapping):
+        raise TypeError(f"{name} must be a mapping of options, got {data!r}")
+    return data
+
+
+@dataclass(frozen=True)
+class BundleInference:
+    """What the deployment takes from a trained bundle: the network (geometry and intensity statistics in
+    its config and weights), the class names and prompts it scores, the score mode and the thresholds file."""
+
+    network: torch.nn.Module
+    class_names: tuple[str, ...]
+    pos_template: str
+    neg_template: str
+    score_mode: str
+    model_file: Path | None
+    thresholds_file: Path | None
+    version: str
+
+
+def load_bundle(bundle_root: Path, device: torch.device) -> BundleInference:
+    """Read ``configs/inference.yaml`` with MONAI's ``ConfigParser`` and load the weights (:func:`load_weights`).
+
+    A missing or mistyped key fails naming the key and the file. ``thresholds_file`` defaults to the
+    calibration's place beside the weights (:data:`monai_vecl.thresholds.FILE_NAME`).
+    """
+    from monai.bundle import ConfigParser  # monai.bundle pulls in heavy optional modules; only load it here
+
+    config_file = bundle_root / "configs" / "inference.yaml"
+    if not config_file.is_file():
+        raise FileNotFoundError(f"bundle {bundle_root} lacks configs/inference.yaml (train the bundle first)")
+    parser = ConfigParser()
+    parser.read_config(str(config_file))
+    parser["bundle_root"] = str(bundle_root)
+    missing = [key for key in BUNDLE_KEYS if key not in parser]
+    if missing:
+        raise ValueError(f"{config_file}: the deployment needs {missing} (keys read: {list(BUNDLE_KEYS)})")
+    values = {key: parser.get_parsed_content(key) for key in BUNDLE_KEYS if key != "network_def"}
+    for key in ("model_file", "pos_template", "neg_template", "score_mode"):
+        if not isinstance(values[key], str):
+            raise TypeError(f"{config_file}: {key} must be a string, got {values[key]!r}")
+    names = values["class_names"]
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+        raise TypeError(f"{config_file}: class_names must be a non-empty list of names, got {names!r}")
+    check_choice(f"{config_file}: score_mode", values["score_mode"], MODES)
+    model_file = bundle_root / values["model_file"]
+    if not model_file.is_file():
+        raise FileNotFoundError(f"bundle {bundle_root} lacks its weights {model_file} (train the bundle first)")
+    thresholds = parser.get_parsed_content("thresholds_file") if "thresholds_file" in parser else None
+    network = load_weights(parser.get_parsed_content("network_def"), model_file)
+    return BundleInference(
+        network=network.to(device).eval(),
+        class_names=tuple(names),
+        pos_template=values["pos_template"],
+        neg_template=values["neg_template"],
+        score_mode=values["score_mode"],
+        model_file=model_file,
+        thresholds_file=model_file.with_name(FILE_NAME) if thresholds is None else bundle_root / thresholds,
+        version=f"bundle {_bundle_version(bundle_root)}",
+    )
+
+
+def untrained_bundle(device: torch.device) -> BundleInference:
+    """A seeded untrained ``small`` network with the default prompts, for wiring tests only (no classes, no thresholds)."""
+    from monai_vecl.networks import build_vecl
+
+    with torch.random.fork_rng(devices=[]):  # seeded so wiring tests see the same scores every run
+        torch.manual_seed(0)
+        network = build_vecl("small").to(device).eval()
+    return BundleInference(network, (), POS_TEMPLATE, NEG_TEMPLATE, MODES[0], None, None, "untrained small")
 
 
 @dataclass
@@ -186,35 +264,45 @@ class Threshold:
     source: str
 
 
-def resolve_findings(config: PipelineConfig, bundle: Mapping[str, Any]) -> list[str]:
-    """Class names to score: ``deploy.findings``, else the bundle's ``class_names``."""
-    findings = list(config.findings or bundle.get("class_names", ()))
+def resolve_findings(config: PipelineConfig, class_names: Sequence[str]) -> list[str]:
+    """Class names to score, as the bundle names them: ``deploy.findings`` (a subset of the bundle's
+    ``class_names``, matched by :func:`monai_vecl.taxonomy.class_key`), else all of them."""
+    findings = list(config.findings or class_names)
     if not findings:
-        raise ValueError("no findings to score: set deploy.findings (or class_names in the bundle's inference.yaml)")
+        raise ValueError("no findings to score: the bundle's inference.yaml names no class_names (or, without a "
+                         "bundle, set deploy.findings)")
+    if class_names:
+        matched = {name: class_key(name, class_names) for name in findings}
+        outside = [name for name, key in matched.items() if key is None]
+        if outside:
+            raise ValueError(f"deploy.findings names classes the bundle does not score: {outside} "
+                             f"(its class_names: {list(class_names)})")
+        findings = list(dict.fromkeys(matched.values()))
     for name in findings:
         finding_concept(name)
-    unscored = set(config.site_thresholds) - set(findings)
+    unscored = sorted(name for name in config.site_thresholds if class_key(name, findings) is None)
     if unscored:
-        raise ValueError(f"deploy.site_thresholds names findings that are not scored: {sorted(unscored)}")
+        raise ValueError(f"deploy.site_thresholds names findings that are not scored: {unscored}")
     return findings
 
 
-def load_calibration(config: PipelineConfig, model_sha256: str | None) -> ThresholdTable | None:
+def load_calibration(bundle: BundleInference, model_sha256: str | None) -> ThresholdTable | None:
     """The bundle's calibrated thresholds, checked against the model and score mode; None when there are none.
 
     Thresholds calibrated for other weights or another score mode would be silently wrong, so
     either mismatch stops the start-up.
     """
-    if config.bundle_root is None or config.thresholds_file is None:
+    path = bundle.thresholds_file
+    if path is None:
         return None
-    path = config.bundle_root / config.thresholds_file
     if not path.is_file():
         log.warning("no calibrated thresholds at %s: findings without a site threshold get no present/absent call",
                     path)
         return None
     table = load_thresholds(path)
-    if table.score_mode != config.score_mode:
-        raise ValueError(f"{path}: calibrated for score_mode {table.score_mode!r}, deploy uses {config.score_mode!r}")
+    if table.score_mode != bundle.score_mode:
+        raise ValueError(f"{path}: calibrated for score_mode {table.score_mode!r}, the bundle scores "
+                         f"{bundle.score_mode!r}")
     if table.model_sha256 and model_sha256 and table.model_sha256 != model_sha256:
         raise ValueError(
             f"{path}: calibrated for model sha256 {table.model_sha256[:16]}, bundle model is {model_sha256[:16]}: "
@@ -232,9 +320,10 @@ def resolve_thresholds(findings: Sequence[str], table: ThresholdTable | None,
     chosen = {}
     for name in findings:
         value = table.threshold(name) if table else None
-        if name in site:
+        site_key = class_key(name, site)
+        if site_key is not None:
             note = f" over calibrated {value:g}" if value is not None else ""
-            chosen[name] = Threshold(site[name], f"site override (deploy.site_thresholds){note}")
+            chosen[name] = Threshold(site[site_key], f"site override (deploy.site_thresholds){note}")
         elif value is not None:
             chosen[name] = Threshold(value, calibrated)
         else:
@@ -243,10 +332,13 @@ def resolve_thresholds(findings: Sequence[str], table: ThresholdTable | None,
 
 
 def resolve_device(name: str) -> torch.device:
-    """``"auto"`` picks the GPU when there is one, else the CPU."""
+    """``"auto"`` picks the GPU when there is one, else the CPU; a name torch does not know fails naming the key."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        return torch.device(name)
+    except RuntimeError as err:
+        raise ValueError(f"deploy.device must be auto or a torch device (cpu, cuda, cuda:1), got {name!r}") from err
 
 
 def _sha256(path: Path) -> str:
@@ -257,24 +349,13 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def load_bundle_model(bundle_root: Path, model_file: str, device: torch.device) -> tuple[torch.nn.Module, dict]:
-    """Network and ``inference.yaml`` content of a trained bundle (weights: a plain state_dict)."""
-    from monai.bundle import ConfigParser  # monai.bundle pulls in heavy optional modules; only load it here
-
-    config_file = bundle_root / "configs" / "inference.yaml"
-    weights = bundle_root / model_file
-    for needed in (config_file, weights):
-        if not needed.is_file():
-            raise FileNotFoundError(
-                f"bundle {bundle_root} lacks {needed.relative_to(bundle_root)} (train the bundle first)"
-            )
-    parser = ConfigParser()
-    parser.read_config(str(config_file))
-    parser["bundle_root"] = str(bundle_root)
-    model = parser.get_parsed_content("network_def")
-    state = torch.load(weights, map_location="cpu", weights_only=True)
-    model.load_state_dict(state)
-    return model.to(device).eval(), parser.get()
+def _grounding_parameter(config: PipelineConfig) -> str:
+    """How the SEG sent with the SR is made; part of the SR's settings (and so of its UID)."""
+    grounding, seg = config.grounding, config.seg
+    if not grounding.enabled:
+        return "grounding=off"
+    kind = "fractional" if seg.binary_threshold is None else f"binary>={seg.binary_threshold:g}"
+    return f"grounding={grounding.method}/{grounding.layers}/{kind}"
 
 
 class StudyPipeline:
@@ -285,45 +366,41 @@ class StudyPipeline:
         self.device = resolve_device(self.config.device)
         started = time.perf_counter()
         if self.config.bundle_root is None:
-            from monai_vecl.networks import build_vecl
-
             message = (
                 "deploy.bundle_root is not set: scoring with an UNTRAINED small VECL network. "
                 "Its findings are meaningless; use this only to test the wiring."
             )
             warnings.warn(message, stacklevel=2)
             log.warning(message)
-            with torch.random.fork_rng(devices=[]):  # seeded so wiring tests see the same scores every run
-                torch.manual_seed(0)
-                self.model, bundle = build_vecl("small").to(self.device).eval(), {}
-            fingerprint, version = "untrained", "untrained small"
+            self.bundle, fingerprint = untrained_bundle(self.device), "untrained"
         else:
-            self.model, bundle = load_bundle_model(self.config.bundle_root, self.config.model_file, self.device)
-            fingerprint = _sha256(self.config.bundle_root / self.config.model_file)
-            version = f"bundle {bundle.get('version') or _bundle_version(self.config.bundle_root)}"
-        findings = resolve_findings(self.config, bundle)
-        self.calibration = load_calibration(self.config, None if self.config.bundle_root is None else fingerprint)
+            self.bundle = load_bundle(self.config.bundle_root, self.device)
+            fingerprint = _sha256(self.bundle.model_file)
+        self.model = self.bundle.network
+        findings = resolve_findings(self.config, self.bundle.class_names)
+        self.calibration = load_calibration(self.bundle, fingerprint)
         self.thresholds = resolve_thresholds(findings, self.calibration, self.config.site_thresholds)
         for name, chosen in self.thresholds.items():
             log.info("threshold %s: %s (%s)", name, "none" if chosen.value is None else f"{chosen.value:g}",
                      chosen.source)
         self.fingerprint = fingerprint
         self.classifier = ZeroShotClassifier(
-            self.model, list(findings), pos_template=self.config.pos_template, neg_template=self.config.neg_template
+            self.model, list(findings), pos_template=self.bundle.pos_template, neg_template=self.bundle.neg_template
         )
         self.classifier.prompt_features()
         grounding = self.config.grounding
-        self.grounder = make_grounder(self.classifier, grounding, self.config.score_mode) if grounding.enabled else None
+        self.grounder = make_grounder(self.classifier, grounding, self.bundle.score_mode) if grounding.enabled else None
         self.algorithm = AlgorithmInfo(
             name=ALGORITHM_NAME,
-            version=f"monai-vecl {_package_version()}, {version}",
+            version=f"monai-vecl {_package_version()}, {self.bundle.version}",
             parameters=(
-                f"score_mode={self.config.score_mode}",
-                f"positive_prompt={self.config.pos_template}",
-                f"negative_prompt={self.config.neg_template}",
+                f"score_mode={self.bundle.score_mode}",
+                f"positive_prompt={self.bundle.pos_template}",
+                f"negative_prompt={self.bundle.neg_template}",
                 f"model_sha256={fingerprint[:16]}",
                 "thresholds="
                 + (self.calibration.describe() if self.calibration else "no calibrated thresholds file"),
+                _grounding_parameter(self.config),
             ),
         )
         self._lock = threading.Lock()
@@ -352,9 +429,9 @@ class StudyPipeline:
 
     def score(self, gray01: Any) -> list[FindingScore]:
         """Zero-shot scores of the configured findings for one display-grayscale image [H, W] in [0, 1]."""
-        image = preprocess_gray(gray01, self.model.image_size, self.model.load_size)[None]
+        image = preprocess(gray01, self.model)[None]
         with self._lock:
-            scores = self.classifier.scores(image, mode=self.config.score_mode)[0]
+            scores = self.classifier.scores(image, mode=self.bundle.score_mode)[0]
         return [
             FindingScore(name, float(s), chosen.value, chosen.source)
             for (name, chosen), s in zip(self.thresholds.items(), scores)
@@ -365,10 +442,10 @@ class StudyPipeline:
         present = [i for i, f in enumerate(findings) if f.present]
         if self.grounder is None or not present:
             return None
-        image = preprocess_gray(gray01, self.model.image_size, self.model.load_size)[None]
+        image = preprocess(gray01, self.model)[None]
         with self._lock:
             maps = self.grounder.maps(image, present)[0]
-        maps = to_source_frame(maps, gray01.shape, self.model.load_size).numpy()
+        maps = to_source_frame(maps, gray01.shape, self.model.config.load_size).numpy()
         return build_grounding_seg(source, {findings[i].name: m for i, m in zip(present, maps)}, self.algorithm,
                                    self.config.seg, self.fingerprint, self.config.grounding.method)
 
@@ -435,13 +512,6 @@ class StudyPipeline:
         )
 
 
-def _grounding_settings(data: Mapping[str, Any] | None) -> dict[str, Any]:
-    """``deploy.grounding`` (enabled, method, layers; ``seg:`` the SEG options) → PipelineConfig fields."""
-    data = dict(data or {})
-    seg = SEGConfig.from_mapping(data.pop("seg", None))
-    return {"grounding": GroundingConfig.from_mapping(data), "seg": seg}
-
-
 def _package_version() -> str:
     try:
         return importlib.metadata.version("monai-vecl")
@@ -477,14 +547,8 @@ def group_by_study(paths: Sequence[str | os.PathLike]) -> tuple[dict[str, list[P
 
 
 def save_sr(sr: Dataset, output_dir: str | os.PathLike) -> Path:
-    """Write an SR as ``<SOPInstanceUID>.dcm`` (atomically: temp file, fsync, rename) and return its path."""
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    path = output_dir / f"{sr.SOPInstanceUID}.dcm"
-    tmp = path.with_suffix(".dcm.tmp")
-    with open(tmp, "wb") as f:
+    """Write an SR (or SEG) as ``<SOPInstanceUID>.dcm`` atomically (:mod:`monai_vecl.files`) and return its path."""
+    path = Path(output_dir) / f"{sr.SOPInstanceUID}.dcm"
+    with atomic_open(path) as f:
         sr.save_as(f, enforce_file_format=True)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
     return path

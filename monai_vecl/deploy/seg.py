@@ -21,10 +21,11 @@ import numpy as np
 from pydicom.sr.codedict import codes
 from pydicom.uid import generate_uid
 
-from monai_vecl.config import check_fields
+from monai_vecl.config import check_dataclass, check_fields
 from monai_vecl.deploy.sr import AlgorithmInfo, declare_private_scheme, finding_concept
 
 CATEGORY = codes.SCT.MorphologicallyAbnormalStructure
+SECTION = "deploy.grounding.seg"
 
 
 @dataclass(frozen=True)
@@ -41,13 +42,16 @@ class SEGConfig:
     binary_threshold: float | None = None
 
     def __post_init__(self) -> None:
-        if self.binary_threshold is not None and not 0 < float(self.binary_threshold) <= 1:
-            raise ValueError(f"grounding.seg.binary_threshold must be in (0, 1] or null, got {self.binary_threshold}")
+        check_dataclass(self, SECTION)
+        if self.binary_threshold is not None and not 0 < self.binary_threshold <= 1:
+            raise ValueError(f"{SECTION}.binary_threshold must be in (0, 1] or null, got {self.binary_threshold}")
+        if not 1 <= self.max_fractional_value <= 255:
+            raise ValueError(f"{SECTION}.max_fractional_value must be in [1, 255], got {self.max_fractional_value}")
 
     @classmethod
     def from_mapping(cls, data: Mapping | None) -> SEGConfig:
         data = dict(data or {})
-        check_fields(cls, data)
+        check_fields(cls, data, SECTION)
         return cls(**data)
 
 

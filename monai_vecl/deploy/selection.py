@@ -12,6 +12,9 @@ from dataclasses import dataclass, field
 
 from pydicom.dataset import Dataset
 
+from monai_vecl.config import check_choice, check_dataclass, check_fields
+
+FRONTAL_VIEWS = ("PA", "AP")
 #: View words found in ViewPosition, View Code Sequence meanings or series/protocol descriptions.
 _VIEW_WORDS = {
     "PA": ("PA", "POSTERO-ANTERIOR", "POSTEROANTERIOR", "POSTERIOR-ANTERIOR"),
@@ -29,18 +32,18 @@ class SelectionConfig:
     views: tuple[str, ...] = ("PA", "AP")
     allow_unknown_view: bool = False
 
+    def __post_init__(self) -> None:
+        check_dataclass(self, "deploy.selection")
+        for view in self.views:
+            check_choice("deploy.selection.views[]", view, FRONTAL_VIEWS)
+
     @classmethod
     def from_mapping(cls, data: dict | None) -> SelectionConfig:
         data = dict(data or {})
-        unknown = set(data) - {"modalities", "body_parts", "views", "allow_unknown_view"}
-        if unknown:
-            raise ValueError(f"unknown keys in deploy.selection: {sorted(unknown)}")
-        return cls(
-            modalities=tuple(str(m).upper() for m in data.get("modalities", cls.modalities)),
-            body_parts=tuple(str(b).upper() for b in data.get("body_parts", cls.body_parts)),
-            views=tuple(str(v).upper() for v in data.get("views", cls.views)),
-            allow_unknown_view=bool(data.get("allow_unknown_view", cls.allow_unknown_view)),
-        )
+        check_fields(cls, data, "deploy.selection")
+        # header values are compared in upper case; the YAML may use any case
+        upper = {k: tuple(str(v).upper() for v in data[k]) for k in ("modalities", "body_parts", "views") if k in data}
+        return cls(**{**data, **upper})
 
 
 @dataclass

@@ -30,6 +30,7 @@ from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.uid import generate_uid
 
+from monai_vecl.config import check_choice, check_dataclass, check_fields
 from monai_vecl.taxonomy import FINDINGS, finding_code
 
 PRIVATE_SCHEME = "99VECL"
@@ -113,15 +114,13 @@ class SRConfig:
     notice_series_description: str = "VECL: received, no findings produced (AI)"
 
     def __post_init__(self) -> None:
-        if self.kind not in SR_KINDS:
-            raise ValueError(f"deploy.sr.kind must be one of {SR_KINDS}, got {self.kind!r}")
+        check_dataclass(self, "deploy.sr")
+        check_choice("deploy.sr.kind", self.kind, SR_KINDS)
 
     @classmethod
     def from_mapping(cls, data: dict | None) -> SRConfig:
         data = dict(data or {})
-        unknown = set(data) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown keys in deploy.sr: {sorted(unknown)}")
+        check_fields(cls, data, "deploy.sr")
         return cls(**data)
 
 
