@@ -3,6 +3,8 @@ dcmtk, dicom3tools and pixelmed validation."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pydicom
 import pytest
 from deployapp_dicom import evidence_uids, make_dx, measurement_groups, pixelmed_errors, ramp, rg1_path, validate_sr
@@ -18,6 +20,7 @@ from monai_vecl.deploy.sr import (
     build_notice_sr,
     finding_concept,
     read_findings,
+    versioned_uid,
 )
 
 ALGORITHM = AlgorithmInfo("VECL test", "1.2.3", ("score_mode=pnc",))
@@ -151,6 +154,20 @@ def test_sr_uid_is_deterministic_and_follows_the_settings(source, tmp_path):
     )
     assert build_findings_sr(source, FINDINGS, ALGORITHM, fingerprint="new").SOPInstanceUID != first.SOPInstanceUID
     assert build_findings_sr(other_image, FINDINGS, ALGORITHM, fingerprint="abc").SOPInstanceUID != first.SOPInstanceUID
+    # what the report says is in the UID: a score that changes the written value, another algorithm parameter
+    other_score = [dataclasses.replace(FINDINGS[0], score=FINDINGS[0].score + 1e-5), *FINDINGS[1:]]
+    assert build_findings_sr(source, other_score, ALGORITHM, fingerprint="abc").SOPInstanceUID != first.SOPInstanceUID
+    below_written = [dataclasses.replace(FINDINGS[0], score=FINDINGS[0].score + 1e-9), *FINDINGS[1:]]
+    assert build_findings_sr(source, below_written, ALGORITHM, fingerprint="abc").SOPInstanceUID == first.SOPInstanceUID
+    other_params = dataclasses.replace(ALGORITHM, parameters=(*ALGORITHM.parameters, "grounding=off"))
+    assert build_findings_sr(source, FINDINGS, other_params, fingerprint="abc").SOPInstanceUID != first.SOPInstanceUID
+
+
+def test_a_first_report_keeps_its_uid_a_correction_gets_its_own():
+    assert versioned_uid("1.2.3", None) == "1.2.3"
+    corrected = versioned_uid("1.2.3", "1.2.9")
+    assert corrected == versioned_uid("1.2.3", "1.2.9") and corrected not in ("1.2.3", "1.2.9")
+    assert versioned_uid(corrected, "1.2.3") not in ("1.2.3", corrected)
 
 
 def test_bad_settings_are_refused(source):

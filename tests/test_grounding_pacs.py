@@ -56,9 +56,15 @@ def test_seg_and_sr_come_back_once_into_the_study_and_validate(tmp_path: Path) -
                 wait_until(lambda: len(_instances(orthanc, study_id, "SEG")) + len(_instances(orthanc, study_id, "SR"))
                            > 2, 3.0, what="a second SR or SEG that must not come")
             (seg_id,) = _instances(orthanc, study_id, "SEG")
+            (sr_id,) = _instances(orthanc, study_id, "SR")
             path = orthanc.instance_file(seg_id, tmp_path / "seg.dcm")
+            stored_sr = pydicom.dcmread(orthanc.instance_file(sr_id, tmp_path / "sr.dcm"), stop_before_pixels=True)
         finally:
             service.stop()
+    # one UID scheme: the app run on the same study names its SR and SEG as the gateway did
+    app = pipeline.process([source])
+    assert (stored_sr.SOPInstanceUID, pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID) == (
+        app.sr.SOPInstanceUID, app.seg.SOPInstanceUID)
     assert dciodvfy_errors(path) == []
     seg = hd.seg.segread(path)
     src = pydicom.dcmread(source, stop_before_pixels=True)

@@ -38,7 +38,7 @@ def cr_source():
 
 def test_seg_over_a_real_cr_validates_and_keeps_the_maps(cr_source, tmp_path):
     maps = _maps((cr_source.Rows, cr_source.Columns))
-    seg = build_grounding_seg(cr_source, maps, ALGORITHM, fingerprint="abc")
+    seg = build_grounding_seg(cr_source, maps, ALGORITHM, sr_uid="1.2.3")
     path = tmp_path / "seg.dcm"
     seg.save_as(path)
     assert dciodvfy_errors(path) == []
@@ -57,18 +57,18 @@ def test_seg_over_a_real_cr_validates_and_keeps_the_maps(cr_source, tmp_path):
     assert back.CodingSchemeIdentificationSequence[0].CodingSchemeDesignator == "99VECL"
 
 
-def test_seg_uid_is_deterministic_and_changes_with_the_model(cr_source):
+def test_seg_uid_is_deterministic_and_changes_with_its_sr(cr_source):
     maps = _maps((cr_source.Rows, cr_source.Columns))
-    a = build_grounding_seg(cr_source, maps, ALGORITHM, fingerprint="abc")
-    b = build_grounding_seg(cr_source, maps, ALGORITHM, fingerprint="abc")
-    c = build_grounding_seg(cr_source, maps, ALGORITHM, fingerprint="other")
+    a = build_grounding_seg(cr_source, maps, ALGORITHM, sr_uid="1.2.3")
+    b = build_grounding_seg(cr_source, maps, ALGORITHM, sr_uid="1.2.3")
+    c = build_grounding_seg(cr_source, maps, ALGORITHM, sr_uid="1.2.4")
     assert a.SOPInstanceUID == b.SOPInstanceUID != c.SOPInstanceUID
     assert a.SeriesNumber == SEGConfig().series_number
 
 
 def test_binary_option_writes_the_thresholded_map(cr_source, tmp_path):
     maps = _maps((cr_source.Rows, cr_source.Columns))
-    seg = build_grounding_seg(cr_source, maps, ALGORITHM, SEGConfig(binary_threshold=0.5))
+    seg = build_grounding_seg(cr_source, maps, ALGORITHM, SEGConfig(binary_threshold=0.5), sr_uid="1.2.3")
     seg.save_as(tmp_path / "bin.dcm")
     assert dciodvfy_errors(tmp_path / "bin.dcm") == []
     back = hd.seg.segread(tmp_path / "bin.dcm")
@@ -81,9 +81,9 @@ def test_binary_option_writes_the_thresholded_map(cr_source, tmp_path):
 
 def test_seg_refuses_a_map_of_the_wrong_size(cr_source):
     with pytest.raises(ValueError, match="source image"):
-        build_grounding_seg(cr_source, {"Pleural Effusion": np.zeros((10, 10))}, ALGORITHM)
+        build_grounding_seg(cr_source, {"Pleural Effusion": np.zeros((10, 10))}, ALGORITHM, sr_uid="1.2.3")
     with pytest.raises(ValueError, match="no grounding maps"):
-        build_grounding_seg(cr_source, {}, ALGORITHM)
+        build_grounding_seg(cr_source, {}, ALGORITHM, sr_uid="1.2.3")
 
 
 def _config(**grounding):

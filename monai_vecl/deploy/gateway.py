@@ -30,7 +30,6 @@ from typing import Any, Protocol
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
-from pydicom.uid import generate_uid
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
 from pynetdicom.sop_class import Verification
 from pynetdicom.status import code_to_category
@@ -46,7 +45,8 @@ from monai_vecl.deploy.intake import (
     decode,
 )
 from monai_vecl.deploy.spool import Spool, spool_salt, uid_hash
-from monai_vecl.deploy.sr import add_predecessor
+from monai_vecl.deploy.seg import seg_uid
+from monai_vecl.deploy.sr import add_predecessor, versioned_uid
 from monai_vecl.deploy.state import Delivery, Job, SentReport, StateStore
 
 log = logging.getLogger("monai_vecl.deploy.gateway")
@@ -428,7 +428,7 @@ class GatewayService:
                          study, len(job.paths))
                 self._delivery_wake.set()
                 return
-            sr_uid, path = self._write_sr(job, result.sr, key, previous)
+            sr_uid, path = self._write_sr(job, result.sr, previous)
             if getattr(result, "seg", None) is not None:
                 self._write_seg(job, result.seg, sr_uid)
         except Exception as e:  # noqa: BLE001 - any app failure marks the study, the service goes on
@@ -447,9 +447,10 @@ class GatewayService:
                  "" if previous is None else f", replacing SR {self._h(previous.sr_uid)} (Predecessor Documents)")
         self._delivery_wake.set()
 
-    def _write_sr(self, job: Job, sr: Dataset, report_key: str, previous: SentReport | None) -> tuple[str, Path]:
-        """Give the SR its report-versioned UID, name its predecessor, and put it durably in the outbox."""
-        sr_uid = report_sr_uid(str(sr.SOPInstanceUID), report_key, previous.sr_uid if previous else None)
+    def _write_sr(self, job: Job, sr: Dataset, previous: SentReport | None) -> tuple[str, Path]:
+        """Give the SR its report-versioned UID (the app's for a first report), name its predecessor, and put it
+        durably in the outbox."""
+        sr_uid = versioned_uid(str(sr.SOPInstanceUID), previous.sr_uid if previous else None)
         sr.SOPInstanceUID = sr_uid
         if getattr(sr, "file_meta", None) is not None:
             sr.file_meta.MediaStorageSOPInstanceUID = sr_uid
@@ -461,7 +462,7 @@ class GatewayService:
 
     def _write_seg(self, job: Job, seg: Dataset, sr_uid: str) -> Path:
         """Put the grounding SEG durably in the outbox under a UID derived from its SR's; delivery sends both."""
-        seg.SOPInstanceUID = seg_uid_for(sr_uid)
+        seg.SOPInstanceUID = seg_uid(sr_uid)
         seg.file_meta.MediaStorageSOPInstanceUID = seg.SOPInstanceUID
         buffer = BytesIO()
         seg.save_as(buffer, enforce_file_format=True)
@@ -496,7 +497,7 @@ class GatewayService:
 
     def _deliver(self, delivery: Delivery) -> None:
         study = self._h(delivery.study_uid)
-        seg_path = self.spool.sr_path(delivery.study_uid, seg_uid_for(delivery.sr_uid))
+        seg_path = self.spool.sr_path(delivery.study_uid, seg_uid(delivery.sr_uid))
         try:
             # the SR, then its grounding SEG if one was written: delivered means both are stored (a PACS
             # that refuses SEG would retry forever; such a site sets deploy.grounding.enabled false)
@@ -523,21 +524,6 @@ class GatewayService:
         delay = min(self.config.backoff_seconds * 2 ** min(attempt - 1, 30), self.config.backoff_max_seconds)
         log.warning("study %s: delivery attempt %d failed (%s); retry in %.1f s", study, attempt, error, delay)
         self.state.delivery_failed(delivery, error, retry_at=time.time() + delay)
-
-
-def report_sr_uid(app_sr_uid: str, report_key: str, predecessor_uid: str | None) -> str:
-    """SR SOP Instance UID for one version of a study's report.
-
-    The app's UID is deterministic in source image, model and settings; mixing in what the report
-    says and the SR it replaces keeps a re-run (e.g. after a crash) on the same UID, which a PACS
-    stores once, while a changed report gets a new UID and never silently reuses the old one.
-    """
-    return generate_uid(entropy_srcs=[app_sr_uid, report_key, predecessor_uid or ""])
-
-
-def seg_uid_for(sr_uid: str) -> str:
-    """SOP Instance UID of the grounding SEG sent with the SR ``sr_uid``: versioned exactly as that SR is."""
-    return generate_uid(entropy_srcs=["grounding-seg", sr_uid])
 
 
 def _status(code: int, comment: str) -> Dataset:

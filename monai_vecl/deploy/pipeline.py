@@ -437,8 +437,9 @@ class StudyPipeline:
             for (name, chosen), s in zip(self.thresholds.items(), scores)
         ]
 
-    def ground(self, source: Dataset, gray01: Any, findings: Sequence[FindingScore]) -> Dataset | None:
-        """SEG of the grounding maps of the findings called present; None if grounding is off or none is present."""
+    def ground(self, source: Dataset, gray01: Any, findings: Sequence[FindingScore], sr_uid: str) -> Dataset | None:
+        """SEG of the grounding maps of the findings called present, sent with the SR ``sr_uid``; None if grounding
+        is off or none is present."""
         present = [i for i, f in enumerate(findings) if f.present]
         if self.grounder is None or not present:
             return None
@@ -447,7 +448,7 @@ class StudyPipeline:
             maps = self.grounder.maps(image, present)[0]
         maps = to_source_frame(maps, gray01.shape, self.model.config.load_size).numpy()
         return build_grounding_seg(source, {findings[i].name: m for i, m in zip(present, maps)}, self.algorithm,
-                                   self.config.seg, self.fingerprint, self.config.grounding.method)
+                                   self.config.seg, sr_uid=sr_uid, method=self.config.grounding.method)
 
     def process(self, paths: Sequence[str | os.PathLike]) -> StudyResult:
         """Score one study (all paths share a StudyInstanceUID); never raises for bad instances, it reports them."""
@@ -489,7 +490,7 @@ class StudyPipeline:
                                evaluated=headers)
         timings["sr"] = time.perf_counter() - mark
         mark = time.perf_counter()
-        seg = self.ground(source, gray, findings)
+        seg = self.ground(source, gray, findings, str(sr.SOPInstanceUID))
         timings["seg"] = time.perf_counter() - mark
         timings["total"] = time.perf_counter() - started
         present = [f.name for f in findings if f.present]

@@ -7,8 +7,10 @@ image. Segment property type = the finding code of the SR (:func:`monai_vecl.dep
 category "Morphologically abnormal structure", algorithm identification as in the SR. Segment
 values are the grounding map scaled to [0, 1] per finding: a relative map of where the model
 looks, not a calibrated probability (docs/deploy.md says how to read it). Patient and study
-attributes come from the source, so the SEG files into the original study; its UIDs are
-deterministic in source image, model and settings, so a re-run reproduces the same SEG.
+attributes come from the source, so the SEG files into the original study; its SOP Instance UID
+derives from the UID of the SR it is sent with (:func:`seg_uid`), which is deterministic in what
+the report says (source image, model, settings, scores), so a re-run reproduces the same SEG and
+the app and the gateway name it alike.
 """
 
 from __future__ import annotations
@@ -19,9 +21,9 @@ from dataclasses import dataclass
 import highdicom as hd
 import numpy as np
 from pydicom.sr.codedict import codes
-from pydicom.uid import generate_uid
 
 from monai_vecl.config import check_dataclass, check_fields
+from monai_vecl.data.uids import deterministic_uid
 from monai_vecl.deploy.sr import AlgorithmInfo, declare_private_scheme, finding_concept
 
 CATEGORY = codes.SCT.MorphologicallyAbnormalStructure
@@ -55,15 +57,22 @@ class SEGConfig:
         return cls(**data)
 
 
+def seg_uid(sr_uid: str) -> str:
+    """SOP Instance UID of the grounding SEG sent with the SR ``sr_uid`` (versioned exactly as that SR is)."""
+    return deterministic_uid("grounding-seg", sr_uid)
+
+
 def build_grounding_seg(
     source: Dataset,
     maps: Mapping[str, np.ndarray],
     algorithm: AlgorithmInfo,
     config: SEGConfig = SEGConfig(),
-    fingerprint: str = "",
+    *,
+    sr_uid: str,
     method: str = "attention",
 ) -> hd.seg.Segmentation:
-    """A SEG over ``source``: one segment per entry of ``maps`` (finding name → [Rows, Columns] in [0, 1])."""
+    """A SEG over ``source``: one segment per entry of ``maps`` (finding name → [Rows, Columns] in [0, 1]),
+    sent with the SR ``sr_uid`` (its UID is :func:`seg_uid` of that SR's)."""
     if not maps:
         raise ValueError("no grounding maps to write")
     shape = (int(source.Rows), int(source.Columns))
@@ -92,17 +101,14 @@ def build_grounding_seg(
         )
         for i, name in enumerate(names)
     ]
-    key = ["seg", source.SOPInstanceUID, algorithm.name, algorithm.version, fingerprint, method, config.binary_threshold,
-           *names]
-    series_key = ["seg-series", source.StudyInstanceUID, config.series_number]
     seg = hd.seg.Segmentation(
         source_images=[source],
         pixel_array=pixels,
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY if binary else hd.seg.SegmentationTypeValues.FRACTIONAL,
         segment_descriptions=segments,
-        series_instance_uid=generate_uid(entropy_srcs=[str(k) for k in series_key]),
+        series_instance_uid=deterministic_uid("seg-series", source.StudyInstanceUID, config.series_number),
         series_number=config.series_number,
-        sop_instance_uid=generate_uid(entropy_srcs=[str(k) for k in key]),
+        sop_instance_uid=seg_uid(sr_uid),
         instance_number=1,
         manufacturer=config.manufacturer,
         manufacturer_model_name=config.device_name,

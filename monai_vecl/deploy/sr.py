@@ -28,9 +28,9 @@ import highdicom as hd
 from highdicom.sr import CodedConcept
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
-from pydicom.uid import generate_uid
 
 from monai_vecl.config import check_choice, check_dataclass, check_fields
+from monai_vecl.data.uids import deterministic_uid
 from monai_vecl.taxonomy import FINDINGS, finding_code
 
 PRIVATE_SCHEME = "99VECL"
@@ -88,6 +88,11 @@ class FindingScore:
     def present(self) -> bool | None:
         return None if self.threshold is None else self.score >= self.threshold
 
+    @property
+    def percent(self) -> float:
+        """The score as the SR writes it ("Certainty of Finding", percent, 4 decimals)."""
+        return round(100.0 * float(self.score), 4)
+
 
 @dataclass(frozen=True)
 class AlgorithmInfo:
@@ -96,6 +101,11 @@ class AlgorithmInfo:
     name: str
     version: str
     parameters: tuple[str, ...] = ()
+
+    @property
+    def identity(self) -> tuple[str, ...]:
+        """Name, version and parameters: what distinguishes this algorithm's reports (part of their UIDs)."""
+        return (self.name, self.version, *self.parameters)
 
 
 @dataclass(frozen=True)
@@ -124,11 +134,6 @@ class SRConfig:
         return cls(**data)
 
 
-def _uid(*parts: object) -> str:
-    """Deterministic UID: the same source image, model and settings give the same SR (re-sends deduplicate)."""
-    return generate_uid(entropy_srcs=[str(p) for p in parts])
-
-
 def _finding_group(
     source: Dataset, finding: FindingScore, algorithm: AlgorithmInfo, sr_uid: str
 ) -> hd.sr.MeasurementsAndQualitativeEvaluations:
@@ -144,13 +149,14 @@ def _finding_group(
             hd.sr.QualitativeEvaluation(name=concept, value=codes.SCT.Present if finding.present else codes.SCT.Absent)
         )
     return hd.sr.MeasurementsAndQualitativeEvaluations(
-        tracking_identifier=hd.sr.TrackingIdentifier(uid=_uid(sr_uid, finding.name), identifier=f"VECL {finding.name}"),
+        tracking_identifier=hd.sr.TrackingIdentifier(uid=deterministic_uid(sr_uid, finding.name),
+                                                     identifier=f"VECL {finding.name}"),
         finding_type=concept,
         algorithm_id=algorithm_id,
         measurements=[
             hd.sr.Measurement(
                 name=codes.DCM.CertaintyOfFinding,
-                value=round(100.0 * float(finding.score), 4),
+                value=finding.percent,
                 unit=PERCENT,
             )
         ],
@@ -163,7 +169,7 @@ def _observation_context(algorithm: AlgorithmInfo, config: SRConfig) -> hd.sr.Ob
     observer = hd.sr.ObserverContext(
         observer_type=codes.DCM.Device,
         observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
-            uid=_uid("device", config.manufacturer, config.device_name, algorithm.name),
+            uid=deterministic_uid("device", config.manufacturer, config.device_name, algorithm.name),
             name=config.device_name,
             manufacturer_name=config.manufacturer,
             model_name=f"{algorithm.name} {algorithm.version}",
@@ -180,7 +186,7 @@ def _document(
     sr = sr_class(
         evidence=list(evidence),
         content=content,
-        series_instance_uid=_uid("series", source.StudyInstanceUID, algorithm.name, config.series_number),
+        series_instance_uid=deterministic_uid("series", source.StudyInstanceUID, algorithm.name, config.series_number),
         series_number=config.series_number,
         sop_instance_uid=sop_uid,
         instance_number=1,
@@ -217,14 +223,15 @@ def build_findings_sr(
     """The SR for one scored source image (header attributes suffice; pixel data is not read).
 
     ``evaluated``: headers of every image of the study the app examined (the scored one included
-    or not); they are listed in the evidence. ``fingerprint`` (e.g. the
-    model weights' hash) enters the SOP Instance UID, so a new model or new thresholds give a new
-    SR while a re-run of the same one reproduces the same UID.
+    or not); they are listed in the evidence. The SOP Instance UID is the deterministic UID
+    (:func:`monai_vecl.data.uids.deterministic_uid`) of what the report says: the same content gives the same UID in the app and the gateway (a PACS stores a
+    re-sent SR once), while a new model (``fingerprint``, e.g. the weights' hash), new settings, new
+    thresholds or different scores give a new one.
     """
     if not findings:
         raise ValueError("no findings to report")
-    settings = [f"{f.name}:{f.threshold}" for f in findings]
-    sop_uid = _uid("sr", source.SOPInstanceUID, algorithm.name, algorithm.version, fingerprint, config.kind, *settings)
+    sop_uid = deterministic_uid("sr", source.SOPInstanceUID, *algorithm.identity, fingerprint, config.kind,
+                                *(f"{f.name}:{f.percent}:{f.threshold}:{f.present}" for f in findings))
     images = _with_source(source, evaluated)
     report = hd.sr.MeasurementReport(
         observation_context=_observation_context(algorithm, config),
@@ -234,6 +241,16 @@ def build_findings_sr(
     sr = _document(source, images, report, sop_uid, algorithm, config, config.series_description)
     declare_private_scheme(sr, [f.name for f in findings])
     return sr
+
+
+def versioned_uid(uid: str, predecessor_uid: str | None) -> str:
+    """UID of a report that replaces ``predecessor_uid`` (None: the first report, ``uid`` unchanged).
+
+    The first report keeps the app's content UID, so the app and the gateway name it alike; a
+    correction (which names its predecessor in the Predecessor Documents Sequence, so differs in
+    content) gets a UID of its own that never reuses an earlier one.
+    """
+    return uid if predecessor_uid is None else deterministic_uid("version", uid, predecessor_uid)
 
 
 def declare_private_scheme(ds: Dataset, names: Sequence[str]) -> None:
@@ -258,8 +275,8 @@ def build_notice_sr(
     if not received:
         raise ValueError("a notice SR needs at least one received image header")
     source = received[0]
-    sop_uid = _uid("notice", *sorted(str(ds.SOPInstanceUID) for ds in received), algorithm.name,
-                   algorithm.version, fingerprint, config.kind, reason)
+    sop_uid = deterministic_uid("notice", *sorted(str(ds.SOPInstanceUID) for ds in received), *algorithm.identity,
+                                fingerprint, config.kind, reason)
     # TID 1500 with its "Qualitative Evaluations" branch (rows 12-14) instead of measurement groups;
     # highdicom's MeasurementReport insists on at least one group, so the root is assembled here.
     contains, modifier = hd.sr.RelationshipTypeValues.CONTAINS, hd.sr.RelationshipTypeValues.HAS_CONCEPT_MOD
