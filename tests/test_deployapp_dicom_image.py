@@ -1,4 +1,7 @@
-"""DICOM → display grayscale: MONOCHROME1, rescale, windowing functions, VOI LUT, bit depth, codecs, bad input."""
+"""DICOM → display grayscale: MONOCHROME1, rescale, windowing functions, VOI LUT, bit depth, codecs, bad input.
+
+The expected values are written out from PS3.3 C.11 independently of the module (which uses pydicom's
+transforms since the hand-written windowing was replaced): these tests are the regression guard."""
 
 from __future__ import annotations
 
@@ -9,7 +12,7 @@ from deployapp_dicom import make_dx, ramp, rg1_path
 from pydicom.dataset import Dataset
 from pydicom.uid import JPEGLSLossless, RLELossless
 
-from monai_vecl.deploy.dicom_image import DicomImageError, decode_pixels, dicom_to_gray01, window_to_unit
+from monai_vecl.deploy.dicom_image import DicomImageError, decode_pixels, dicom_to_gray01
 
 
 def _linear_window(v: np.ndarray, center: float, width: float) -> np.ndarray:
@@ -159,8 +162,9 @@ def test_bad_pixel_data_gives_clear_errors(tmp_path):
     multi.NumberOfFrames = 2
     with pytest.raises(DicomImageError, match="single-frame"):
         dicom_to_gray01(multi)
-    with pytest.raises(DicomImageError, match="width"):
-        window_to_unit(np.zeros(3), 0.0, 0.5, "LINEAR")
+    narrow = pydicom.dcmread(make_dx(tmp_path / "n.dcm", ramp(), bits_stored=12, WindowCenter=100, WindowWidth=0.5))
+    with pytest.raises(DicomImageError, match="Window Width must be greater than or equal to 1"):
+        dicom_to_gray01(narrow)
 
 
 def test_bits_above_bits_stored_are_ignored_and_signed_values_sign_extended(tmp_path):
@@ -182,3 +186,14 @@ def test_empty_window_falls_back_and_broken_voi_lut_is_reported(tmp_path):
     broken = pydicom.dcmread(make_dx(tmp_path / "v.dcm", pixels, bits_stored=12, VOILUTSequence=[item]))
     with pytest.raises(DicomImageError, match="VOI"):
         dicom_to_gray01(broken)
+
+
+def test_a_window_index_past_the_last_uses_the_last_and_a_linear_width_of_one_is_a_threshold(tmp_path):
+    pixels = ramp(top=1023)
+    ds = pydicom.dcmread(
+        make_dx(tmp_path / "w3.dcm", pixels, bits_stored=10, WindowCenter=[512, 100], WindowWidth=[256, 50])
+    )
+    np.testing.assert_array_equal(dicom_to_gray01(ds, voi_index=5), dicom_to_gray01(ds, voi_index=1))
+    hard = pydicom.dcmread(make_dx(tmp_path / "t.dcm", pixels, bits_stored=10, WindowCenter=300, WindowWidth=1))
+    # C.11.2.1.2.1 with width 1: x <= c - 0.5 is black, above is white
+    np.testing.assert_array_equal(dicom_to_gray01(hard), (pixels > 299.5).astype(np.float32))

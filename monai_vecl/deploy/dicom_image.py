@@ -1,18 +1,20 @@
 """DICOM image → grayscale float image in [0, 1], as a radiologist's viewer would show it.
 
 The display pipeline of PS3.3 C.11 (modality LUT → VOI LUT / window → presentation) is applied
-in that order: rescale slope/intercept (or a Modality LUT Sequence), then the first VOI transform
-(a VOI LUT Sequence, else Window Center/Width with the LINEAR, LINEAR_EXACT or SIGMOID function
-of C.11.2.1.2-3), and MONOCHROME1 is inverted last so bright always means dense. Compressed
-transfer syntaxes (JPEG 2000, JPEG-LS, RLE, JPEG) are decoded by pydicom's pixel handlers
-(pylibjpeg, pyjpegls, gdcm from the ``deploy`` extra).
+in that order, with pydicom's own transforms: ``apply_modality_lut`` (rescale slope/intercept or a
+Modality LUT Sequence), then ``apply_voi_lut`` (a VOI LUT Sequence, else Window Center/Width with
+the LINEAR, LINEAR_EXACT or SIGMOID function of C.11.2.1.2-3), whose output is scaled to [0, 1] by
+the transform's own output range; MONOCHROME1 is inverted last so bright always means dense. What
+pydicom leaves to the caller is done here: that range, an image without any VOI transform
+(:data:`NO_VOI_MODES`) and the inversion. Compressed transfer syntaxes (JPEG 2000, JPEG-LS, RLE,
+JPEG) are decoded by pydicom's pixel handlers (pylibjpeg, pyjpegls, gdcm from the ``deploy`` extra).
 """
 
 from __future__ import annotations
 
 import numpy as np
 from pydicom.dataset import Dataset
-from pydicom.pixels import apply_modality_lut, apply_voi
+from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
 #: What to do when an image carries no VOI transform: stretch the stored bit depth's full range
 #: (keeps 8-bit exports identical to their PNG source) or the image's own min..max.
@@ -43,33 +45,6 @@ def decode_pixels(ds: Dataset) -> np.ndarray:
     return arr
 
 
-def window_to_unit(values: np.ndarray, center: float, width: float, function: str = "LINEAR") -> np.ndarray:
-    """Window Center/Width transform (PS3.3 C.11.2.1.2 and C.11.2.1.3) with output in [0, 1]."""
-    function = function.upper()
-    if function == "SIGMOID":
-        if width <= 0:
-            raise DicomImageError(f"SIGMOID window width must be > 0, got {width}")
-        return 1.0 / (1.0 + np.exp(-4.0 * (values - center) / width))
-    if function == "LINEAR":
-        if width < 1:
-            raise DicomImageError(f"LINEAR window width must be >= 1, got {width}")
-        center, width = center - 0.5, width - 1.0
-    elif function == "LINEAR_EXACT":
-        if width <= 0:
-            raise DicomImageError(f"LINEAR_EXACT window width must be > 0, got {width}")
-    else:
-        raise DicomImageError(f"unsupported VOI LUT Function {function!r}")
-    if width == 0:  # LINEAR with width 1 is a hard threshold at the centre
-        return (values > center).astype(np.float64)
-    return np.clip((values - center) / width + 0.5, 0.0, 1.0)
-
-
-def _multi_value(ds: Dataset, keyword: str, index: int) -> float:
-    elem = ds[keyword]
-    value = elem.value[min(index, elem.VM - 1)] if elem.VM > 1 else elem.value
-    return float(value)
-
-
 def _bit_depth_range(ds: Dataset) -> tuple[float, float]:
     """Modality-LUT output of the smallest and largest storable pixel values."""
     bits = int(ds.BitsStored)
@@ -81,16 +56,33 @@ def _bit_depth_range(ds: Dataset) -> tuple[float, float]:
     return float(out.min()), float(out.max())
 
 
-def _apply_voi_lut_to_unit(values: np.ndarray, ds: Dataset, index: int) -> np.ndarray:
-    """VOI LUT Sequence item ``index`` applied to modality values, scaled by the LUT's own output range.
+def _voi_to_unit(values: np.ndarray, ds: Dataset, index: int) -> np.ndarray:
+    """pydicom's VOI transform ``index`` (the VOI LUT Sequence preferred, else the window) of modality values,
+    scaled to [0, 1] by the transform's own output range.
 
-    The LUT's actual range rather than its declared entry bit depth: vendors often declare 16 bits and fill 12.
+    A window's range is what it gives below and above itself (the modality range of the stored bit
+    depth); a LUT's is the span of the entries it holds, not its declared entry bit depth (vendors often
+    declare 16 bits and fill 12).
     """
-    descriptor = ds.VOILUTSequence[index].LUTDescriptor
-    entries, first = int(descriptor[0]) or 2**16, int(descriptor[1])
-    table = np.asarray(apply_voi(np.arange(first, first + entries), ds, index), dtype=np.float64)
-    mapped = np.asarray(apply_voi(np.rint(values).astype(np.int64), ds, index), dtype=np.float64)
-    return _stretch(mapped, float(table.min()), float(table.max()))
+    if _has_value(ds, "VOILUTSequence"):
+        descriptor = ds.VOILUTSequence[index].LUTDescriptor
+        entries, first = int(descriptor[0]) or 2**16, int(descriptor[1])
+        domain = np.arange(first, first + entries)
+        values = np.rint(values).astype(np.int64)  # a LUT is indexed by integer input
+    else:
+        domain = np.array([-np.inf, np.inf])
+    mapped = np.asarray(apply_voi_lut(values, ds, index), dtype=np.float64)
+    ends = np.asarray(apply_voi_lut(domain, ds, index), dtype=np.float64)
+    return _stretch(mapped, float(ends.min()), float(ends.max()))
+
+
+def _voi_count(ds: Dataset) -> int:
+    """How many VOI transforms ``ds`` offers (LUT items, else windows); 0 when it has none."""
+    if _has_value(ds, "VOILUTSequence"):
+        return len(ds.VOILUTSequence)
+    if _has_value(ds, "WindowCenter") and _has_value(ds, "WindowWidth"):
+        return ds["WindowCenter"].VM
+    return 0
 
 
 def _stretch(values: np.ndarray, lo: float, hi: float) -> np.ndarray:
@@ -106,12 +98,9 @@ def _has_value(ds: Dataset, keyword: str) -> bool:
 def _display_values(ds: Dataset, stored: np.ndarray, voi_index: int, no_voi: str) -> np.ndarray:
     """Modality LUT then the VOI transform (or the ``no_voi`` stretch), in [0, 1] before any inversion."""
     values = np.asarray(apply_modality_lut(stored, ds), dtype=np.float64)
-    if _has_value(ds, "VOILUTSequence"):
-        return _apply_voi_lut_to_unit(values, ds, min(voi_index, len(ds.VOILUTSequence) - 1))
-    if _has_value(ds, "WindowCenter") and _has_value(ds, "WindowWidth"):
-        function = str(ds.get("VOILUTFunction", "LINEAR") or "LINEAR")
-        center, width = _multi_value(ds, "WindowCenter", voi_index), _multi_value(ds, "WindowWidth", voi_index)
-        return window_to_unit(values, center, width, function)
+    count = _voi_count(ds)
+    if count:
+        return _voi_to_unit(values, ds, min(voi_index, count - 1))  # past the last: the last one
     if no_voi == "bit_depth":
         return _stretch(values, *_bit_depth_range(ds))
     return _stretch(values, float(values.min()), float(values.max()))
