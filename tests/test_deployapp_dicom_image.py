@@ -12,7 +12,7 @@ from deployapp_dicom import make_dx, ramp, rg1_path
 from pydicom.dataset import Dataset
 from pydicom.uid import JPEGLSLossless, RLELossless
 
-from monai_vecl.deploy.dicom_image import DicomImageError, decode_pixels, dicom_to_gray01
+from monai_vecl.data.dicom_image import DicomImageError, decode_pixels, dicom_to_gray01
 
 
 def _linear_window(v: np.ndarray, center: float, width: float) -> np.ndarray:

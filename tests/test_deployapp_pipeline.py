@@ -19,7 +19,7 @@ from PIL import Image
 from monai_vecl.data.manifest import image_path, read_manifest
 from monai_vecl.data.phantom import generate_phantom
 from monai_vecl.data.preprocess import preprocess_gray
-from monai_vecl.deploy.dicom_image import dicom_to_gray01
+from monai_vecl.data.dicom_image import dicom_to_gray01
 from monai_vecl.deploy.pipeline import (
     PipelineConfig,
     StudyPipeline,

@@ -24,7 +24,7 @@ import pydicom  # noqa: E402
 from monai_vecl.data.dicom_export import export_dicom  # noqa: E402
 from monai_vecl.data.manifest import read_manifest  # noqa: E402
 from monai_vecl.data.phantom import generate_phantom  # noqa: E402
-from monai_vecl.deploy.dicom_image import dicom_to_gray01  # noqa: E402
+from monai_vecl.data.dicom_image import dicom_to_gray01  # noqa: E402
 from monai_vecl.deploy.pipeline import StudyPipeline, save_sr  # noqa: E402
 
 

@@ -39,7 +39,7 @@ from pydicom.errors import InvalidDicomError
 
 from monai_vecl.config import check_choice, check_dataclass
 from monai_vecl.deploy.config_file import read_config
-from monai_vecl.deploy.dicom_image import NO_VOI_MODES, DicomImageError, dicom_to_gray01
+from monai_vecl.data.dicom_image import NO_VOI_MODES, DicomImageError, dicom_to_gray01
 from monai_vecl.deploy.seg import SEGConfig, build_grounding_seg
 from monai_vecl.deploy.selection import SelectionConfig, select_frontal_chest
 from monai_vecl.deploy.sr import (

@@ -1,4 +1,6 @@
-"""DICOM image → grayscale float image in [0, 1], as a radiologist's viewer would show it.
+"""DICOM image → grayscale float image in [0, 1], as a radiologist's viewer would show it: the one DICOM
+display reader (the deployment and any reader of DICOM images use it; it lives in the data layer so
+that every layer above may).
 
 The display pipeline of PS3.3 C.11 (modality LUT → VOI LUT / window → presentation) is applied
 in that order, with pydicom's own transforms: ``apply_modality_lut`` (rescale slope/intercept or a
