@@ -91,3 +91,75 @@ def test_single_process_gather_is_identity():
     mapped = map_tensors(lambda t: t * 2, feats)
     assert isinstance(mapped, TextFeatures) and mapped.padding_mask is None
     torch.testing.assert_close(mapped.memory, feats.memory * 2)
+
+
+def _engine_step(manifest: str, rank: int, world: int) -> dict[str, torch.Tensor]:
+    """One VECLTrainer iteration (SGD, lr 1: the update is the gradient) on the first global batch of 8."""
+    from monai_vecl.training.dataset import SentenceSampling
+    from monai_vecl.training.engines import VECLTrainer
+    from monai_vecl.training.loaders import Augmentation, TrainLoader
+
+    network = make_network()
+    identity = Augmentation(image_size=32, load_size=32, flip_prob=0.0, rotate_deg=0.0, translate=0.0,
+                            scale=(1.0, 1.0), brightness=(1.0, 1.0), contrast=(1.0, 1.0))
+    loader = TrainLoader(SentenceSampling(manifest, split="train"), batch_size=N_GLOBAL // world, backend="monai",
+                         aug=identity, num_workers=0, rank=rank, world_size=world)
+    loader.data.items = loader.data.items[:N_GLOBAL]  # one global batch: one step
+    trainer = VECLTrainer("cpu", 1, loader, network, torch.optim.SGD(network.parameters(), lr=1.0),
+                          VECLLoss("vecl"), grad_clip=None)
+    before = {k: v.detach().clone() for k, v in network.named_parameters()}
+    trainer.run()
+    assert trainer.state.iteration == 1
+    return {k: before[k] - v.detach() for k, v in network.named_parameters() if not torch.equal(before[k], v)}
+
+
+def _engine_worker(rank: int, world: int, port: int, manifest: str, out: str) -> None:
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        update = _engine_step(manifest, rank, world)
+        if rank == 0:
+            torch.save(update, out)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_ddp_engine_step_equals_single_process(tmp_path):
+    """The MONAI-engine trainer under 2 gloo processes makes the update of one process on the global batch."""
+    from monai_vecl.data.phantom import generate_phantom
+
+    manifest = str(generate_phantom(tmp_path / "phantom", n_images=24, seed=3, image_size=64, workers=1))
+    single = _engine_step(manifest, 0, 1)
+    out = tmp_path / "rank0.pt"
+    mp.spawn(_engine_worker, args=(2, free_port(), manifest, str(out)), nprocs=2, join=True)
+    ddp = torch.load(out)
+    assert single.keys() == ddp.keys() and any(k.startswith("text_encoder") for k in single)
+    for name in single:
+        torch.testing.assert_close(ddp[name], single[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+def _auc_worker(rank: int, world: int, port: int, pred: torch.Tensor, label: torch.Tensor, out: str) -> None:
+    from monai_vecl.inference.engine import ZeroShotAUC
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        metric = ZeroShotAUC(["a", "b"])
+        part = slice(rank * 5, 5 + rank * 6)  # unequal shards: 5 and 6 images
+        metric.update((pred[part], label[part]))
+        result = metric.compute()  # a collective: every rank computes
+        if rank == 0:
+            torch.save(result, out)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_validation_auc_gathers_unequal_shards(tmp_path):
+    from monai_vecl.inference.engine import ZeroShotAUC
+
+    g = torch.Generator().manual_seed(0)
+    pred, label = torch.rand(11, 2, 2, generator=g), (torch.rand(11, 2, generator=g) > 0.5).float()
+    label[0, 1] = float("nan")  # no label: left out of class b
+    whole = ZeroShotAUC(["a", "b"])
+    whole.update((pred, label))
+    out = tmp_path / "auc.pt"
+    mp.spawn(_auc_worker, args=(2, free_port(), pred, label, str(out)), nprocs=2, join=True)
+    assert torch.load(out) == whole.compute()

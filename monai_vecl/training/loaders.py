@@ -254,7 +254,7 @@ class TrainLoader:
                                    seed + self.rank)
         if self.steps_per_epoch == 0:
             raise ValueError(f"{len(data)} training images cannot fill one global batch of "
-                             f"{batch_size} x {world_size} ranks")
+                             f"{batch_size} x {self.world_size} ranks")
 
     @property
     def steps_per_epoch(self) -> int:
