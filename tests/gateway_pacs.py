@@ -25,6 +25,8 @@ import yaml
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
+from monai_vecl.data.uids import deterministic_uid
+
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).parent / "fixtures" / "gateway"
 DX_PRESENTATION = "1.2.840.10008.5.1.4.1.1.1.1"
@@ -77,7 +79,7 @@ def dx_instance(study_uid: str, seed: int, *, size: int = 128, view: str = "PA",
     ds.SOPClassUID = DX_PRESENTATION
     ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
     ds.StudyInstanceUID = study_uid
-    ds.SeriesInstanceUID = generate_uid(entropy_srcs=[study_uid, view])
+    ds.SeriesInstanceUID = deterministic_uid(study_uid, view)
     # One patient per study: Orthanc files instances under (PatientID, StudyInstanceUID).
     patient_id = "P" + hashlib.sha256(study_uid.encode()).hexdigest()[:8]
     ds.PatientName, ds.PatientID, ds.PatientBirthDate, ds.PatientSex = patient, patient_id, "19700101", "O"
@@ -99,7 +101,7 @@ def dx_instance(study_uid: str, seed: int, *, size: int = 128, view: str = "PA",
 def write_study(out_dir: Path, n_instances: int, seed: int, study_uid: str | None = None, **kw: Any) -> list[Path]:
     """Write ``n_instances`` DX instances of one study to ``out_dir``; returns the file paths."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    study_uid = study_uid or generate_uid(entropy_srcs=[f"study-{seed}"])
+    study_uid = study_uid or deterministic_uid("study", seed)
     paths = []
     for i in range(n_instances):
         ds = dx_instance(study_uid, seed * 100 + i, **kw)
@@ -121,9 +123,9 @@ def compressed_study(out_dir: Path, seed: int, transfer_syntax: str) -> Path:
 def copy_as_new_study(src: Path, dst: Path, seed: int) -> Path:
     """Re-identify a shipped DICOM file as its own study (pixel data untouched, even if compressed)."""
     ds = pydicom.dcmread(src)
-    ds.StudyInstanceUID = generate_uid(entropy_srcs=[f"copy-study-{seed}"])
-    ds.SeriesInstanceUID = generate_uid(entropy_srcs=[f"copy-series-{seed}"])
-    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid(entropy_srcs=[f"copy-sop-{seed}"])
+    ds.StudyInstanceUID = deterministic_uid("copy-study", seed)
+    ds.SeriesInstanceUID = deterministic_uid("copy-series", seed)
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = deterministic_uid("copy-sop", seed)
     ds.save_as(dst, enforce_file_format=True)
     return dst
 
