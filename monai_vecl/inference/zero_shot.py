@@ -51,8 +51,9 @@ def preprocess(image: np.ndarray | torch.Tensor, network: torch.nn.Module) -> to
 def load_weights(network: torch.nn.Module, path: str | os.PathLike) -> torch.nn.Module:
     """Load ``models/model.pt`` (a plain ``state_dict``) strictly into ``network``: the one weights loader.
 
-    The weights carry the intensity statistics they were trained with; a network configured with other
-    statistics is refused (scores would silently shift), naming both values.
+    The weights carry the intensity statistics they were trained with, and those are the ones the network
+    then normalises with, whatever it was configured with (a training override reaches every later use);
+    a difference from the configured values is logged.
     """
     path = Path(path)
     if not path.is_file():
@@ -65,10 +66,11 @@ def load_weights(network: torch.nn.Module, path: str | os.PathLike) -> torch.nn.
         logger.warning("%s holds no %s: using the network's configured %s", path, missing,
                        {k: round(float(own[k]), 6) for k in missing})
         state = {**state, **{k: own[k] for k in missing}}
-    for key in NORMALISATION_KEYS:
-        if key in state and key in own and not torch.allclose(state[key].float(), own[key].float().cpu()):
-            raise ValueError(f"{path}: the weights were trained with {key} {float(state[key]):.6g} but the network is "
-                             f"configured with {float(own[key]):.6g}; set network_def#{key} to the trained value")
+    changed = {k: (float(own[k]), float(state[k])) for k in NORMALISATION_KEYS
+               if k in own and not torch.allclose(state[k].float(), own[k].float().cpu())}
+    if changed:
+        logger.info("%s: normalising with the trained statistics, not the configured ones: %s", path,
+                    ", ".join(f"{k} {new:.6g} (configured {old:.6g})" for k, (old, new) in changed.items()))
     network.load_state_dict(state)
     return network
 
