@@ -173,8 +173,10 @@ def test_inference_config_and_metadata_agree():
     meta = json.loads((BUNDLE / "configs" / "metadata.json").read_text())
     assert parser["network_def"]["_target_"] == "monai_vecl.networks.build_vecl"
     assert parser["class_names"] == list(PHANTOM_CLASSES)
-    outputs = meta["network_data_format"]["outputs"]
-    assert list(outputs["zero_shot_scores"]["channel_def"].values()) == list(PHANTOM_CLASSES)
+    # MONAI's layout: network_data_format is the exported head (`pred`: a score per class), the network's own
+    # relation logits are described under vecl_network_data_format
+    assert list(meta["network_data_format"]["outputs"]["pred"]["channel_def"].values()) == list(PHANTOM_CLASSES)
+    outputs = meta["vecl_network_data_format"]["outputs"]
     assert outputs["relation_logits"]["channel_def"] == {"0": "entail", "1": "neutral", "2": "contradict"}
     for field in ("version", "changelog", "monai_version", "pytorch_version", "numpy_version", "task",
                   "description", "authors", "copyright", "data_source", "intended_use", "references"):

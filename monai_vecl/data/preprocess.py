@@ -16,13 +16,32 @@ import torch.nn.functional as F
 
 def read_gray(path: str | os.PathLike) -> np.ndarray:
     """A PNG/JPEG image file as float32 [H, W] in [0, 1], scaled by the file's bit depth (8-bit / 255,
-    16-bit / 65535), not by its values, so a dark 16-bit image stays dark; colour files are converted to gray."""
+    16-bit / 65535), not by its values, so a dark 16-bit image stays dark; colour files are converted to gray.
+    A DICOM file (``DICM`` after its 128-byte preamble, whatever its name) is shown as a viewer displays it
+    (:func:`monai_vecl.data.dicom_image.dicom_to_gray01`); what cannot be shown raises ``ValueError``."""
     from PIL import Image
 
+    if is_dicom(path):
+        import pydicom  # the deploy extra: only needed for DICOM files
+
+        from monai_vecl.data.dicom_image import dicom_to_gray01
+
+        try:
+            ds = pydicom.dcmread(path)
+        except (pydicom.errors.InvalidDicomError, EOFError) as err:
+            raise ValueError(f"not a readable DICOM file: {err}") from err
+        return dicom_to_gray01(ds)
     with Image.open(path) as img:
         if img.mode in ("I;16", "I;16B", "I;16L", "I"):
             return (np.asarray(img, dtype=np.float32) / 65535.0).clip(0, 1)
         return np.asarray(img.convert("L"), dtype=np.float32) / 255.0
+
+
+def is_dicom(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a DICOM Part 10 file (the ``DICM`` prefix after the 128-byte preamble)."""
+    with open(path, "rb") as f:
+        f.seek(128)
+        return f.read(4) == b"DICM"
 
 
 def resize_longest_and_pad(image: torch.Tensor, load_size: int) -> torch.Tensor:

@@ -27,16 +27,30 @@ from monai_vecl.inference.zero_shot import NEG_TEMPLATE, POS_TEMPLATE, ZeroShotC
 
 class LoadGrayd(MapTransform):
     """Image file path → network input [3, S, S] in [0, 1]: :func:`read_gray` then :func:`preprocess_gray`,
-    exactly the evaluation and deployment preprocessing."""
+    exactly the evaluation and deployment preprocessing.
 
-    def __init__(self, keys: str | Sequence[str], image_size: int, load_size: int):
+    With ``error_key``, an unreadable image (missing, corrupt, not grayscale) does not stop a run: it becomes a
+    zero image and ``data[error_key]`` says why (``""`` for a readable one), so that the caller can count and
+    report it; the file's path in the reason is replaced by ``<file>`` so that equal reasons count together.
+    """
+
+    def __init__(self, keys: str | Sequence[str], image_size: int, load_size: int, error_key: str | None = None):
         super().__init__(keys)
-        self.image_size, self.load_size = image_size, load_size
+        self.image_size, self.load_size, self.error_key = image_size, load_size, error_key
 
     def __call__(self, data: dict[str, Any]) -> dict[str, Any]:
         out = dict(data)
+        if self.error_key is not None:
+            out[self.error_key] = ""
         for key in self.key_iterator(out):
-            out[key] = preprocess_gray(read_gray(out[key]), self.image_size, self.load_size)
+            path = out[key]
+            try:
+                out[key] = preprocess_gray(read_gray(path), self.image_size, self.load_size)
+            except (OSError, ValueError) as err:
+                if self.error_key is None:
+                    raise
+                out[key] = torch.zeros(3, self.image_size, self.image_size)
+                out[self.error_key] = f"{type(err).__name__}: {err}".replace(str(path), "<file>")
         return out
 
 
