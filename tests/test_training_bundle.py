@@ -10,11 +10,12 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from monai.bundle import ConfigParser, ConfigWorkflow
 
 from monai_vecl.data.phantom import PHANTOM_CLASSES, generate_phantom
 from monai_vecl.losses import LOSS_KINDS
-from monai_vecl.networks import VECLNetwork
+from monai_vecl.networks import VECLNetwork, build_vecl
 from monai_vecl.thresholds import load_thresholds
 
 BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "vecl_cxr"
@@ -184,3 +185,25 @@ def test_inference_config_and_metadata_agree():
     network = parser.get_parsed_content("network_def")
     assert isinstance(network, VECLNetwork)
     assert (network.image_size, network.load_size) == (parser["image_size"], parser["load_size"])
+
+
+def test_normalisation_override_reaches_validation_evaluation_and_deployment(bundle, phantom):
+    """`--network_def#intensity_mean 0.3` in training: the weights carry it, and every later use normalises so."""
+    from monai_vecl.deploy.pipeline import load_bundle
+    from monai_vecl.inference import load_weights
+
+    workflow = run_training(bundle, phantom, tracking=None, final_evaluation=False, max_epochs=1,
+                            **{"network_def#intensity_mean": 0.3})
+    network = workflow.parser.get_parsed_content("network")
+    evaluator = workflow.parser.get_parsed_content("validate#evaluator")
+    assert evaluator.network is network and float(network.intensity_mean) == pytest.approx(0.3)  # training, validation
+    weights = bundle / "models" / "model.pt"
+    assert float(torch.load(weights, weights_only=True)["intensity_mean"]) == pytest.approx(0.3)
+    # the evaluation and the deployment build the network from their own (default) configs, then load the weights
+    tiny = {k.split("#", 1)[1]: v for k, v in TINY.items() if k.startswith("network_def#")}
+    assert float(load_weights(build_vecl("small", **tiny), weights).intensity_mean) == pytest.approx(0.3)
+    inference = bundle / "configs" / "inference.yaml"
+    config = yaml.safe_load(inference.read_text())
+    config["network_def"].update(tiny)  # the tiny test network, default normalisation
+    inference.write_text(yaml.safe_dump(config))
+    assert float(load_bundle(bundle, torch.device("cpu")).network.intensity_mean) == pytest.approx(0.3)
