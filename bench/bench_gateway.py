@@ -1,8 +1,10 @@
 """Benchmark: DICOM gateway push-to-SR latency and throughput on this machine.
 
-Two modes. ``--mode nagle`` (default): the in-process comparison below. ``--mode load`` / ``soak``:
+Modes. ``--mode nagle`` (default): the in-process comparison below. ``--mode load`` / ``soak``:
 the gateway as a service process (``python -m monai_vecl.deploy.gateway serve``) delivering to a
-real Orthanc, K senders pushing N studies at an offered rate, see :func:`load`.
+real Orthanc, K senders pushing N studies at an offered rate, see :func:`load`. ``--mode breakdown``:
+where one study's time goes in the app and the gateway, the SEG paths against the former one, see
+:func:`breakdown`.
 
 Studies are copies of the real chest CR ``RG1_UNCR.dcm`` (pydicom-data package, 1955×1841,
 15-bit), each given new Study/Series/SOP UIDs. Senders push them with pynetdicom C-STORE to an
@@ -26,6 +28,7 @@ concurrent senders. Ratios are against the baseline.
 Usage: python bench/bench_gateway.py [--studies 12] [--quiet 0.5] [--config deploy/config.yaml] [--untrained]
        python bench/bench_gateway.py --mode load --studies 100 --senders 8 --rate 120 [--quiet 1]
        python bench/bench_gateway.py --mode soak --minutes 20 --senders 8 --rate 100
+       python bench/bench_gateway.py --mode breakdown --studies 5
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from io import BytesIO
 from pathlib import Path
 
 import pydicom
@@ -51,9 +55,14 @@ from pydicom.uid import generate_uid
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
 from pynetdicom.sop_class import Verification
 
-from monai_vecl.deploy.gateway import GatewayService
+from monai_vecl.data.dicom_image import dicom_to_gray01
+from monai_vecl.deploy.gateway import GatewayService, send_file
 from monai_vecl.deploy.gateway_config import Destination, GatewayConfig, Peer
 from monai_vecl.deploy.pipeline import PipelineConfig, StudyPipeline
+from monai_vecl.deploy.seg import build_grounding_seg
+from monai_vecl.files import write_bytes
+from monai_vecl.grounding import to_source_frame
+from monai_vecl.inference.zero_shot import preprocess
 
 ROOT = Path(__file__).resolve().parents[1]
 CR_STORAGE = "1.2.840.10008.5.1.4.1.1.1"
@@ -351,9 +360,106 @@ def load(args: argparse.Namespace, settings: dict, template: pydicom.Dataset, wo
                 print(f"  t={t:6.0f} s  RSS {r:6.0f} MiB  fds {f}")
 
 
+def _timed(fn: Callable[[], object]) -> tuple[object, float]:
+    start = time.perf_counter()
+    value = fn()
+    return value, time.perf_counter() - start
+
+
+def _encoded(ds: pydicom.Dataset) -> bytes:
+    buffer = BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def breakdown(args: argparse.Namespace, pipeline: StudyPipeline, template: pydicom.Dataset) -> None:
+    """One study at a time: the app's stages (``StudyPipeline.process`` timings), then the SEG of the same maps
+    built three ways, each encoded, spooled (fsync, as the gateway does) and C-STOREd to a real Orthanc.
+
+    SEG ways: the former path (``full_checks``: plain highdicom on an interleaved copy, uncompressed: the
+    baseline), the fast path uncompressed, the fast path JPEG-LS lossless (``transfer_syntax``, the default). Medians over
+    ``--studies`` new studies after one warm-up; ratios against the baseline of the same run.
+    """
+    from dataclasses import replace
+
+    from gateway_pacs import Orthanc
+
+    seg_ways = {"former (full checks, explicit VR LE)": (True, replace(pipeline.config.seg,
+                                                                      transfer_syntax="explicit_vr_little_endian")),
+                "fast, explicit VR LE": (False, replace(pipeline.config.seg, transfer_syntax="explicit_vr_little_endian")),
+                "fast, JPEG-LS lossless": (False, replace(pipeline.config.seg, transfer_syntax="jpeg_ls_lossless"))}
+    stages: dict[str, list[float]] = {}
+    costs: dict[str, dict[str, list[float]]] = {way: {} for way in seg_ways}
+    sizes: dict[str, float] = {}
+
+    def add(table: dict[str, list[float]], key: str, value: float) -> None:
+        table.setdefault(key, []).append(value)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp_path = Path(tmp)
+        with Orthanc(tmp_path / "orthanc", {}) as orthanc:
+            config = GatewayConfig(destination=Destination("ORTHANC", "127.0.0.1", orthanc.dicom_port),
+                                   peers=(Peer("SENDER0"),), spool_dir=tmp_path / "spool", port=0)
+            for i in range(args.studies + 1):  # the first one is the warm-up
+                study = make_studies(1, template)[0]
+                path = tmp_path / f"cr{i}.dcm"
+                study.save_as(path, enforce_file_format=True)
+                result = pipeline.process([path])
+                source = pydicom.dcmread(path)
+                gray = dicom_to_gray01(source, no_voi=pipeline.config.no_voi)
+                del source.PixelData
+                present = [k for k, f in enumerate(result.findings) if f.present]
+                image = preprocess(gray, pipeline.model)[None]
+                coarse, t_maps = _timed(lambda: pipeline.grounder.maps(image, present)[0])
+                maps, t_frame = _timed(lambda: to_source_frame(coarse, gray.shape,
+                                                               pipeline.model.config.load_size).numpy())
+                named = {result.findings[k].name: m for k, m in zip(present, maps)}
+                sr_bytes, t_sr_encode = _timed(lambda: _encoded(result.sr))
+                sr_file = tmp_path / "spool" / f"sr{i}.dcm"
+                _, t_sr_spool = _timed(lambda: write_bytes(sr_file, sr_bytes))
+                _, t_sr_store = _timed(lambda: send_file(config, sr_file))
+                if i == 0:
+                    continue
+                for key in ("select", "load", "score", "sr", "seg", "total"):
+                    add(stages, key, result.timings[key])
+                for key, value in (("maps", t_maps), ("to source grid", t_frame), ("SR encode", t_sr_encode),
+                                   ("SR spool (fsync)", t_sr_spool), ("SR C-STORE", t_sr_store)):
+                    add(stages, key, value)
+                for w, (way, (full, seg_config)) in enumerate(seg_ways.items()):
+                    uid = f"{result.sr.SOPInstanceUID}.{w}"
+                    seg, t_build = _timed(lambda: build_grounding_seg(source, named, pipeline.algorithm, seg_config,
+                                                                      sr_uid=uid, full_checks=full))
+                    data, t_encode = _timed(lambda: _encoded(seg))
+                    seg_file = tmp_path / "spool" / f"seg{i}-{w}.dcm"
+                    _, t_spool = _timed(lambda: write_bytes(seg_file, data))
+                    error, t_store = _timed(lambda: send_file(config, seg_file))
+                    if error:
+                        raise RuntimeError(f"{way}: Orthanc refused the SEG: {error}")
+                    sizes[way] = len(data) / 1e6
+                    for key, value in (("build", t_build), ("encode", t_encode), ("spool (fsync)", t_spool),
+                                       ("C-STORE to Orthanc", t_store)):
+                        add(costs[way], key, value)
+    med = {key: statistics.median(v) for key, v in stages.items()}
+    print(f"breakdown: {args.studies} studies x 1 CR ({template.Rows}x{template.Columns}), {len(present)} findings "
+          f"present (SEG segments), device {pipeline.device}, load average "
+          f"{Path('/proc/loadavg').read_text().split()[:3]}")
+    print("app (StudyPipeline.process, as configured), median s: "
+          + ", ".join(f"{k} {med[k]:.3f}" for k in ("select", "load", "score", "sr", "seg", "total")))
+    print("of which SEG: maps (network) {:.3f}, to source grid {:.3f}; gateway per SR: encode {:.3f}, spool {:.3f}, "
+          "C-STORE {:.3f}".format(*(med[k] for k in ("maps", "to source grid", "SR encode", "SR spool (fsync)",
+                                                     "SR C-STORE"))))
+    keys = ("build", "encode", "spool (fsync)", "C-STORE to Orthanc")
+    print(f"{'SEG of the same maps':32} {'MB':>6} " + " ".join(f"{k:>18}" for k in keys) + f" {'sum s':>7} {'speed-up':>8}")
+    base = sum(statistics.median(costs[next(iter(seg_ways))][k]) for k in keys)
+    for way in seg_ways:
+        row = [statistics.median(costs[way][k]) for k in keys]
+        print(f"{way:32} {sizes[way]:6.2f} " + " ".join(f"{v:18.3f}" for v in row)
+              + f" {sum(row):7.3f} {base / sum(row):7.2f}x")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--mode", choices=("nagle", "load", "soak"), default="nagle")
+    parser.add_argument("--mode", choices=("nagle", "load", "soak", "breakdown"), default="nagle")
     parser.add_argument("--studies", type=int, default=12, help="studies per configuration (load: in total)")
     parser.add_argument("--quiet", type=float, default=0.5, help="gateway quiet period (s), excluded from latency")
     parser.add_argument("--config", type=Path, default=ROOT / "deploy" / "config.yaml", help="deploy app settings")
@@ -384,6 +490,9 @@ def main() -> None:
     else:
         print(f"model: bundle {config.bundle_root}")
         settings = {**settings, "bundle_root": str(config.bundle_root)}
+    if args.mode == "breakdown":
+        breakdown(args, pipeline or StudyPipeline(config), template)
+        return
     if args.mode != "nagle":
         for workers in args.workers:
             load(args, settings, template, workers)

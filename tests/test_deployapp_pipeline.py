@@ -28,6 +28,7 @@ from monai_vecl.deploy.pipeline import (
     resolve_thresholds,
     save_sr,
 )
+from monai_vecl.inference.head import ZeroShotHead
 from monai_vecl.inference.zero_shot import ZeroShotClassifier
 from monai_vecl.networks import build_vecl
 from monai_vecl.thresholds import ThresholdTable, save_thresholds
@@ -83,6 +84,40 @@ def pipeline(bundle):
             "site_thresholds": {"Cardiomegaly": 0.3},
         }
     )
+
+
+def _export_head(root: Path, model: torch.nn.Module, class_names: list[str]) -> None:
+    """``models/model.ts`` as the bundle's ``ckpt_export --use_trace`` writes it (traced head, inference.json)."""
+    _bundle_configs(root, image_size=model.image_size, load_size=model.load_size)
+    head = ZeroShotHead(model, class_names, INFERENCE["pos_template"], INFERENCE["neg_template"]).eval()
+    traced = torch.jit.trace(head, torch.rand(1, 3, model.image_size, model.image_size))
+    torch.jit.save(traced, str(root / "models" / "model.ts"),
+                   _extra_files={"inference.json": json.dumps({"class_names": class_names})})
+
+
+def test_exported_head_gives_the_same_sr_as_the_bundle_network(bundle, tmp_path):
+    root, model = bundle
+    twin = tmp_path / "bundle"
+    (twin / "models").mkdir(parents=True)
+    for name in ("model.pt", "thresholds.json"):
+        (twin / "models" / name).write_bytes((root / "models" / name).read_bytes())
+    _export_head(twin, model, CLASSES)
+    settings = {"bundle_root": str(twin), "device": "cpu", "findings": NAMES, "grounding": {"enabled": False}}
+    network = StudyPipeline(settings)
+    exported = StudyPipeline({**settings, "model": "exported"})
+    assert not hasattr(exported.model, "text_encoder") and exported.classifier is None
+    a, b = network.process([rg1_path()]), exported.process([rg1_path()])
+    assert list(b.scores) == NAMES  # the reported columns of the head's four, in the site's order
+    np.testing.assert_allclose([b.scores[n] for n in NAMES], [a.scores[n] for n in NAMES], atol=1e-5)
+    assert measurement_groups(b.sr) == measurement_groups(a.sr) and b.seg is None
+    with pytest.raises(ValueError, match="deploy.grounding.enabled: false"):
+        StudyPipeline({**settings, "model": "exported", "grounding": {"enabled": True}})
+    _export_head(twin, model, CLASSES[::-1])
+    with pytest.raises(ValueError, match="export the head again"):
+        StudyPipeline({**settings, "model": "exported"})
+    (twin / "models" / "model.ts").unlink()
+    with pytest.raises(FileNotFoundError, match="ckpt_export"):
+        StudyPipeline({**settings, "model": "exported"})
 
 
 def test_scores_come_from_the_bundle_weights(pipeline, bundle):

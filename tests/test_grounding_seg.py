@@ -10,6 +10,7 @@ import highdicom as hd
 import numpy as np
 import pydicom
 import pytest
+from pydicom.uid import JPEGLSLossless
 from deployapp_dicom import make_dx, rg1_path
 
 from monai_vecl.deploy.seg import SEGConfig, build_grounding_seg
@@ -55,6 +56,33 @@ def test_seg_over_a_real_cr_validates_and_keeps_the_maps(cr_source, tmp_path):
         )[0, :, :, 0]
         np.testing.assert_allclose(stored, heat, atol=1 / 255 + 1e-6)
     assert back.CodingSchemeIdentificationSequence[0].CodingSchemeDesignator == "99VECL"
+
+
+#: What two SEGs of the same maps may differ in: creation times and the UIDs highdicom draws at random.
+PER_RUN = {"InstanceCreationTime", "ContentTime", "ContributingEquipmentSequence", "DimensionOrganizationSequence",
+           "DimensionIndexSequence"}
+
+
+@pytest.mark.parametrize("shape,segments", [((1955, 1841), 3), ((64, 48), 1)])
+def test_fast_seg_encodes_exactly_what_plain_highdicom_does(cr_source, shape, segments):
+    """The fast path (no range re-scan, no interleaved copy) stores the same pixels and attributes as highdicom's
+    fully checked one, for maps with values outside [0, 1] (clipped) and one or several segments."""
+    source = cr_source.copy()
+    source.Rows, source.Columns = shape
+    rng = np.random.default_rng(0)
+    names = ["Pleural Effusion", "Support Devices", "Cardiomegaly"][:segments]
+    maps = {name: rng.uniform(-0.2, 1.2, shape).astype(np.float32) for name in names}
+    fast = build_grounding_seg(source, maps, ALGORITHM, sr_uid="1.2.3")
+    plain = build_grounding_seg(source, maps, ALGORITHM, sr_uid="1.2.3", full_checks=True)
+    assert fast.PixelData == plain.PixelData
+    assert fast.SegmentsOverlap == plain.SegmentsOverlap == ("UNDEFINED" if segments > 1 else "NO")
+    assert {e.keyword for e in fast} == {e.keyword for e in plain}
+    for element in plain:
+        if element.keyword not in PER_RUN | {"PixelData"}:
+            assert fast[element.tag] == element, element.keyword
+    assert fast.file_meta.TransferSyntaxUID == JPEGLSLossless  # the default: lossless, the quantised maps kept
+    frames = fast.pixel_array.reshape(segments, *shape)
+    np.testing.assert_array_equal(frames[0], np.round(np.clip(maps[names[0]], 0, 1) * 255).astype(np.uint8))
 
 
 def test_seg_uid_is_deterministic_and_changes_with_its_sr(cr_source):

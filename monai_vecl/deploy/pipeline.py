@@ -40,6 +40,7 @@ from pydicom.errors import InvalidDicomError
 from monai_vecl.config import check_choice, check_dataclass
 from monai_vecl.deploy.config_file import read_config
 from monai_vecl.data.dicom_image import NO_VOI_MODES, DicomImageError, dicom_to_gray01
+from monai_vecl.data.preprocess import preprocess_gray
 from monai_vecl.deploy.seg import SEGConfig, build_grounding_seg
 from monai_vecl.deploy.selection import SelectionConfig, select_frontal_chest
 from monai_vecl.deploy.sr import (
@@ -50,7 +51,6 @@ from monai_vecl.deploy.sr import (
     build_notice_sr,
     finding_concept,
 )
-from monai_vecl.evaluation.grounding import make_grounder
 from monai_vecl.files import atomic_open
 from monai_vecl.grounding import GroundingConfig, to_source_frame
 from monai_vecl.inference.zero_shot import (
@@ -59,7 +59,6 @@ from monai_vecl.inference.zero_shot import (
     POS_TEMPLATE,
     ZeroShotClassifier,
     load_weights,
-    preprocess,
 )
 from monai_vecl.taxonomy import class_key
 from monai_vecl.thresholds import FILE_NAME, ThresholdTable, load_thresholds
@@ -69,13 +68,18 @@ log = logging.getLogger(__name__)
 ALGORITHM_NAME = "VECL zero-shot chest X-ray findings"
 _REQUIRED_UIDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID")
 #: The keys of the ``deploy:`` section (``seg`` lives under ``grounding``).
-SITE_KEYS = ("bundle_root", "device", "findings", "site_thresholds", "no_voi", "selection", "sr", "grounding")
+SITE_KEYS = ("bundle_root", "model", "device", "findings", "site_thresholds", "no_voi", "selection", "sr", "grounding")
 #: Former ``deploy:`` keys and the bundle keys that replace them: the model was trained and
 #: calibrated with these, so a site cannot change them without retraining or recalibrating.
 MOVED_TO_BUNDLE = {"model_file": "model_file", "score_mode": "score_mode", "prompts": "pos_template/neg_template",
                    "thresholds_file": "thresholds_file"}
 #: ``configs/inference.yaml`` keys the deployment reads.
 BUNDLE_KEYS = ("network_def", "model_file", "class_names", "pos_template", "neg_template", "score_mode")
+#: ``deploy.model``: ``bundle`` scores with the network and its text encoder (prompts encoded at start-up);
+#: ``exported`` with the TorchScript zero-shot head ``ckpt_export`` wrote (:data:`EXPORTED_FILE` beside the
+#: weights): prompt features baked in, no text encoder, no grounding maps (they need the fusion's attention).
+MODELS = ("bundle", "exported")
+EXPORTED_FILE = "model.ts"
 
 
 @dataclass(frozen=True)
@@ -87,6 +91,7 @@ class PipelineConfig:
     """
 
     bundle_root: Path | None = None
+    model: str = "bundle"
     device: str = "auto"
     findings: tuple[str, ...] = ()
     site_thresholds: dict[str, float] = field(default_factory=dict)
@@ -99,6 +104,13 @@ class PipelineConfig:
     def __post_init__(self) -> None:
         check_dataclass(self, "deploy")
         check_choice("deploy.no_voi", self.no_voi, NO_VOI_MODES)
+        check_choice("deploy.model", self.model, MODELS)
+        if self.model == "exported" and self.grounding.enabled:
+            raise ValueError("deploy.model: exported scores with the exported head, which has no attention maps: "
+                             "set deploy.grounding.enabled: false (or deploy.model: bundle)")
+        if self.model == "exported" and self.bundle_root is None:
+            raise ValueError("deploy.model: exported needs deploy.bundle_root (the head is the bundle's models/"
+                             f"{EXPORTED_FILE})")
         resolve_device(self.device)
         for name, threshold in self.site_thresholds.items():
             if not 0.0 <= threshold <= 1.0:
@@ -119,7 +131,7 @@ class PipelineConfig:
         unknown = sorted(set(data) - set(SITE_KEYS))
         if unknown:
             raise ValueError(f"unknown deploy option(s) {unknown}; known: {sorted(SITE_KEYS)}")
-        values = {k: data[k] for k in ("device", "no_voi") if k in data}
+        values = {k: data[k] for k in ("model", "device", "no_voi") if k in data}
         if isinstance(data.get("findings"), list):
             values["findings"] = tuple(data["findings"])
         elif "findings" in data:
@@ -164,9 +176,10 @@ def _mapping(data: Any, name: str) -> Mapping[str, Any]:
 @dataclass(frozen=True)
 class BundleInference:
     """What the deployment takes from a trained bundle: the network (geometry and intensity statistics in
-    its config and weights), the class names and prompts it scores, the score mode and the thresholds file."""
+    its config and weights) or the exported head, the class names and prompts it scores, the score mode, the
+    thresholds file and the input geometry."""
 
-    network: torch.nn.Module
+    network: torch.nn.Module  # the VECL network, or (``exported``) the TorchScript head: images -> scores [N, C]
     class_names: tuple[str, ...]
     pos_template: str
     neg_template: str
@@ -174,13 +187,19 @@ class BundleInference:
     model_file: Path | None
     thresholds_file: Path | None
     version: str
+    image_size: int
+    load_size: int
+    exported: bool = False
 
 
-def load_bundle(bundle_root: Path, device: torch.device) -> BundleInference:
-    """Read ``configs/inference.yaml`` with MONAI's ``ConfigParser`` and load the weights (:func:`load_weights`).
+def load_bundle(bundle_root: Path, device: torch.device, exported: bool = False) -> BundleInference:
+    """Read ``configs/inference.yaml`` with MONAI's ``ConfigParser`` and load the weights (:func:`load_weights`),
+    or with ``exported`` the TorchScript head (``torch.jit.load``: no network code, no text encoder).
 
-    A missing or mistyped key fails naming the key and the file. ``thresholds_file`` defaults to the
-    calibration's place beside the weights (:data:`monai_vecl.thresholds.FILE_NAME`).
+    A missing or mistyped key fails naming the key and the file, an exported head for other class names than
+    the bundle's names both. ``thresholds_file`` defaults to the calibration's place beside the weights
+    (:data:`monai_vecl.thresholds.FILE_NAME`); the weights' file stays the model's identity (its hash is what
+    the thresholds were calibrated for), so it must be there in both cases.
     """
     from monai.bundle import ConfigParser  # monai.bundle pulls in heavy optional modules; only load it here
 
@@ -205,9 +224,17 @@ def load_bundle(bundle_root: Path, device: torch.device) -> BundleInference:
     if not model_file.is_file():
         raise FileNotFoundError(f"bundle {bundle_root} lacks its weights {model_file} (train the bundle first)")
     thresholds = parser.get_parsed_content("thresholds_file") if "thresholds_file" in parser else None
-    network = load_weights(parser.get_parsed_content("network_def"), model_file)
+    if exported:  # the network is not built (that would load the text encoder): its geometry from the config
+        network = _load_exported(model_file.with_name(EXPORTED_FILE), names, device)
+        missing = [key for key in ("image_size", "load_size") if key not in parser]
+        if missing:
+            raise ValueError(f"{config_file}: deploy.model: exported needs {missing} (the head's input geometry)")
+        geometry = [parser.get_parsed_content(key) for key in ("image_size", "load_size")]
+    else:
+        network = load_weights(parser.get_parsed_content("network_def"), model_file).to(device)
+        geometry = [network.config.image_size, network.config.load_size]
     return BundleInference(
-        network=network.to(device).eval(),
+        network=network.eval(),
         class_names=tuple(names),
         pos_template=values["pos_template"],
         neg_template=values["neg_template"],
@@ -215,7 +242,25 @@ def load_bundle(bundle_root: Path, device: torch.device) -> BundleInference:
         model_file=model_file,
         thresholds_file=model_file.with_name(FILE_NAME) if thresholds is None else bundle_root / thresholds,
         version=f"bundle {_bundle_version(bundle_root)}",
+        image_size=int(geometry[0]),
+        load_size=int(geometry[1]),
+        exported=exported,
     )
+
+
+def _load_exported(path: Path, class_names: Sequence[str], device: torch.device) -> torch.nn.Module:
+    """The head ``ckpt_export`` wrote; the class names in its ``inference.json`` must be the bundle's, in order,
+    since its score columns are those names."""
+    if not path.is_file():
+        raise FileNotFoundError(f"no exported head {path}: run the bundle README's ckpt_export command (deploy.model: "
+                                "exported)")
+    extra = {"inference.json": ""}
+    head = torch.jit.load(str(path), map_location=device, _extra_files=extra)
+    exported_names = json.loads(extra["inference.json"] or "{}").get("class_names")
+    if exported_names != list(class_names):
+        raise ValueError(f"{path} scores {exported_names}, the bundle's class_names are {list(class_names)}: export "
+                         "the head again from this bundle")
+    return head
 
 
 def untrained_bundle(device: torch.device) -> BundleInference:
@@ -225,7 +270,8 @@ def untrained_bundle(device: torch.device) -> BundleInference:
     with torch.random.fork_rng(devices=[]):  # seeded so wiring tests see the same scores every run
         torch.manual_seed(0)
         network = build_vecl("small").to(device).eval()
-    return BundleInference(network, (), POS_TEMPLATE, NEG_TEMPLATE, MODES[0], None, None, "untrained small")
+    return BundleInference(network, (), POS_TEMPLATE, NEG_TEMPLATE, MODES[0], None, None, "untrained small",
+                           network.config.image_size, network.config.load_size)
 
 
 @dataclass
@@ -374,7 +420,7 @@ class StudyPipeline:
             log.warning(message)
             self.bundle, fingerprint = untrained_bundle(self.device), "untrained"
         else:
-            self.bundle = load_bundle(self.config.bundle_root, self.device)
+            self.bundle = load_bundle(self.config.bundle_root, self.device, exported=self.config.model == "exported")
             fingerprint = _sha256(self.bundle.model_file)
         self.model = self.bundle.network
         findings = resolve_findings(self.config, self.bundle.class_names)
@@ -384,12 +430,20 @@ class StudyPipeline:
             log.info("threshold %s: %s (%s)", name, "none" if chosen.value is None else f"{chosen.value:g}",
                      chosen.source)
         self.fingerprint = fingerprint
-        self.classifier = ZeroShotClassifier(
-            self.model, list(findings), pos_template=self.bundle.pos_template, neg_template=self.bundle.neg_template
-        )
-        self.classifier.prompt_features()
+        self.classifier = None
+        if self.bundle.exported:  # the head scores all of the bundle's classes, these are the reported columns
+            self.columns = [self.bundle.class_names.index(name) for name in findings]
+        else:
+            self.classifier = ZeroShotClassifier(self.model, list(findings), pos_template=self.bundle.pos_template,
+                                                 neg_template=self.bundle.neg_template)
+            self.classifier.prompt_features()
         grounding = self.config.grounding
-        self.grounder = make_grounder(self.classifier, grounding, self.bundle.score_mode) if grounding.enabled else None
+        self.grounder = None
+        if grounding.enabled:
+            # imported only here: the evaluation layer pulls in scikit-learn (seconds of start-up) for its metrics
+            from monai_vecl.evaluation.grounding import make_grounder
+
+            self.grounder = make_grounder(self.classifier, grounding, self.bundle.score_mode)
         self.algorithm = AlgorithmInfo(
             name=ALGORITHM_NAME,
             version=f"monai-vecl {_package_version()}, {self.bundle.version}",
@@ -429,9 +483,13 @@ class StudyPipeline:
 
     def score(self, gray01: Any) -> list[FindingScore]:
         """Zero-shot scores of the configured findings for one display-grayscale image [H, W] in [0, 1]."""
-        image = preprocess(gray01, self.model)[None]
+        image = preprocess_gray(gray01, self.bundle.image_size, self.bundle.load_size)[None]
         with self._lock:
-            scores = self.classifier.scores(image, mode=self.bundle.score_mode)[0]
+            if self.classifier is None:
+                with torch.no_grad():
+                    scores = self.model(image.to(self.device))[0, self.columns].cpu()
+            else:
+                scores = self.classifier.scores(image, mode=self.bundle.score_mode)[0]
         return [
             FindingScore(name, float(s), chosen.value, chosen.source)
             for (name, chosen), s in zip(self.thresholds.items(), scores)
@@ -443,10 +501,10 @@ class StudyPipeline:
         present = [i for i, f in enumerate(findings) if f.present]
         if self.grounder is None or not present:
             return None
-        image = preprocess(gray01, self.model)[None]
+        image = preprocess_gray(gray01, self.bundle.image_size, self.bundle.load_size)[None]
         with self._lock:
             maps = self.grounder.maps(image, present)[0]
-        maps = to_source_frame(maps, gray01.shape, self.model.config.load_size).numpy()
+        maps = to_source_frame(maps, gray01.shape, self.bundle.load_size).numpy()
         return build_grounding_seg(source, {findings[i].name: m for i, m in zip(present, maps)}, self.algorithm,
                                    self.config.seg, sr_uid=sr_uid, method=self.config.grounding.method)
 
