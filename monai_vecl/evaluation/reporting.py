@@ -6,6 +6,7 @@ import csv
 import json
 import math
 import os
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -137,14 +138,24 @@ def log_to_mlflow(
     ``artifact_root`` is used only when the experiment does not exist yet (MLflow would otherwise put
     artifacts under ``./mlruns`` of the current folder).
     """
-    import mlflow
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric, Param
 
-    mlflow.set_tracking_uri(tracking_uri)
-    if mlflow.get_experiment_by_name(experiment) is None and artifact_root is not None:
-        mlflow.create_experiment(experiment, artifact_location=Path(artifact_root).resolve().as_uri())
-    mlflow.set_experiment(experiment)
-    with mlflow.start_run(run_name=run_name) as run:
-        mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
-        mlflow.log_metrics(dict(metrics))
-        mlflow.log_artifacts(str(artifact_dir))
-        return run.info.run_id
+    # an explicit client: the fluent API's set_tracking_uri also sets MLFLOW_TRACKING_URI in the environment,
+    # which would redirect every later MLflow handler of the process (MONAI's reads that variable first)
+    client = MlflowClient(tracking_uri=tracking_uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is not None:
+        experiment_id = found.experiment_id
+    else:
+        location = Path(artifact_root).resolve().as_uri() if artifact_root is not None else None
+        experiment_id = client.create_experiment(experiment, artifact_location=location)
+    run = client.create_run(experiment_id, run_name=run_name)
+    now = int(time.time() * 1000)
+    items = [Param(k, str(v)[:500]) for k, v in params.items()]
+    values = [Metric(k, float(v), now, 0) for k, v in metrics.items()]
+    for start in range(0, max(len(items), len(values)), 100):  # MLflow takes at most 100 params per batch
+        client.log_batch(run.info.run_id, metrics=values[start : start + 100], params=items[start : start + 100])
+    client.log_artifacts(run.info.run_id, str(artifact_dir))
+    client.set_terminated(run.info.run_id, "FINISHED")
+    return run.info.run_id
