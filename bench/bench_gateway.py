@@ -330,7 +330,7 @@ def load(args: argparse.Namespace, settings: dict, template: pydicom.Dataset, wo
                         t.join()
                     wait_until(lambda: delivered() == n + 1, 600 + 30 * n, interval=0.5, what=f"{n} SRs delivered")
                     rows = [row for uid in sent for row in db.execute(
-                        "SELECT s.last_received, r.delivered FROM studies s JOIN srs r ON r.sr_uid=s.sr_uid "
+                        "SELECT s.last_received, r.delivered, r.created FROM studies s JOIN srs r ON r.sr_uid=s.sr_uid "
                         "WHERE s.study_uid=?", (uid,))]
                     db.close()
             finally:
@@ -338,8 +338,11 @@ def load(args: argparse.Namespace, settings: dict, template: pydicom.Dataset, wo
                 proc.wait(60)
                 log.close()
             per_study = {uid: len(orthanc.srs_of(uid)) for uid in sent}
-        latencies = sorted(d - r - args.quiet for r, d in rows)
-        span = max(d for _, d in rows) - start
+        latencies = sorted(d - r - args.quiet for r, d, _ in rows)
+        # split at the SR's creation: waiting for a worker + processing, then the outbox's delivery (SR and SEG)
+        made = statistics.median(c - r - args.quiet for r, _, c in rows)
+        delivery = statistics.median(d - c for _, d, c in rows)
+        span = max(d for _, d, _ in rows) - start
         cuts = statistics.quantiles(latencies, n=100, method="inclusive")
         rss = [s[1] for s in sampler.samples]
         fds = [s[2] for s in sampler.samples]
@@ -347,7 +350,8 @@ def load(args: argparse.Namespace, settings: dict, template: pydicom.Dataset, wo
               f"({template.Rows}x{template.Columns}) from {args.senders} senders at {args.rate:g} studies/min offered, "
               f"quiet {args.quiet:g} s, load average {Path('/proc/loadavg').read_text().split()[:3]}")
         print(f"latency beyond the quiet period: p50 {cuts[49]:.2f} s, p95 {cuts[94]:.2f} s, p99 {cuts[98]:.2f} s, "
-              f"max {latencies[-1]:.2f} s; {60 * n / span:.1f} studies/min")
+              f"max {latencies[-1]:.2f} s; {60 * n / span:.1f} studies/min; medians: SR written {made:.2f} s after the "
+              f"quiet period, delivered {delivery:.2f} s after that")
         print(f"SRs in Orthanc: {sum(per_study.values())} for {n} studies; lost {sum(v == 0 for v in per_study.values())}, "
               f"duplicated {sum(v > 1 for v in per_study.values())}; sender errors {len(errors)}")
         print(f"gateway process: peak RSS {max(rss):.0f} MiB, open fds max {max(fds)}")

@@ -19,6 +19,7 @@ import collections
 import contextlib
 import hashlib
 import logging
+import os
 import socket
 import threading
 import time
@@ -167,6 +168,19 @@ def load_pipeline(config: GatewayConfig) -> Pipeline:
     return StudyPipeline(config.pipeline)
 
 
+def _share_cores(workers: int) -> None:
+    """Give each processing thread its share of the cores for torch's intra-op threads.
+
+    torch's default is one intra-op thread per core for every calling thread, so ``workers`` threads
+    scoring at once oversubscribe the cores (2 workers on 2 cores: median push-to-SR latency 2.9–4.1 s
+    with the default, 2.6 s with one thread each; docs/deploy.md, ``bench/bench_gateway.py --mode load``).
+    """
+    import torch  # loaded with the pipeline already
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    torch.set_num_threads(max(1, cores // workers))
+
+
 class GatewayService:
     """The long-running gateway; ``start()`` returns once it listens, ``stop()`` shuts it down."""
 
@@ -199,6 +213,7 @@ class GatewayService:
         # The model loads first: the recovery grace period then starts right before we listen again.
         if self._pipeline is None:
             self._pipeline = load_pipeline(self.config)
+        _share_cores(self.config.processing_workers)
         requeued, held = self.state.recover(self.config.recovery_grace_seconds)
         cleared = self.spool.clear_tmp()
         orphans = self._register_orphans()
