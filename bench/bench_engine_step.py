@@ -14,8 +14,8 @@ Usage: python bench/bench_engine_step.py [--steps 30] [--repeats 2] [override=va
 from __future__ import annotations
 
 import argparse
-import ast
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -28,18 +28,13 @@ BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "vecl_cxr"
 
 
 def parser_for(out: Path, overrides: list[str]) -> ConfigParser:
-    parser = ConfigParser()
-    parser.read_config(str(BUNDLE / "configs" / "train.yaml"))
-    parser["bundle_root"] = str(BUNDLE)
+    """train.yaml with ``overrides`` (diagnose_training's reader), writing to ``out``, on the main job's phantom."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from diagnose_training import parse_config
+
+    parser = parse_config(overrides)
     parser["output_dir"] = str(out)
-    parser["phantom_dir"] = str(BUNDLE / "outputs" / "phantom")  # the main job's phantom, generated once
-    parser["progress"] = False
-    for item in overrides:
-        key, _, value = item.partition("=")
-        try:
-            parser[key] = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            parser[key] = value
+    parser["phantom_dir"] = str(BUNDLE / "outputs" / "phantom")  # generated once by the main job
     return parser
 
 
