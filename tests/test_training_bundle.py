@@ -207,3 +207,25 @@ def test_normalisation_override_reaches_validation_evaluation_and_deployment(bun
     config["network_def"].update(tiny)  # the tiny test network, default normalisation
     inference.write_text(yaml.safe_dump(config))
     assert float(load_bundle(bundle, torch.device("cpu")).network.intensity_mean) == pytest.approx(0.3)
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_with_multi_gpu_config(bundle, phantom):
+    """The documented multi-GPU command on CPU: torchrun, 2 gloo processes, train.yaml + multi_gpu_train.yaml."""
+    import subprocess
+    import sys
+
+    configs = repr([str(bundle / "configs" / "train.yaml"), str(bundle / "configs" / "multi_gpu_train.yaml")])
+    overrides = {**TINY, "batch_size": 4, "max_epochs": 1, "final_evaluation": False, "train_fit_images": 0,
+                 "num_workers": 0, "dataset_manifest": str(phantom), "bundle_root": str(bundle)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "monai.bundle",
+           "run", "training", "--config_file", configs, "--tracking", "mlflow"]
+    for key, value in overrides.items():
+        cmd += [f"--{key}", json.dumps(value) if isinstance(value, (dict, list)) else str(value)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**__import__("os").environ,
+                                                                                 "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    state = torch.load(bundle / "outputs" / "checkpoints" / "last.pt", weights_only=False)
+    assert state["run_config"]["training.world_size"] == "2"
+    assert state["trainer"]["iteration"] == 41 // (4 * 2)  # 41 training images, global batch of 8
+    assert (bundle / "models" / "model.pt").is_file()  # rank 0 wrote the best weights

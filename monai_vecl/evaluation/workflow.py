@@ -98,9 +98,8 @@ class ZeroShotEvaluation:
         unknown = set(modes) - set(MODES)
         if unknown:
             raise ValueError(f"unknown scoring modes {sorted(unknown)}; use {MODES}")
-        self.model = load_weights(network, checkpoint) if checkpoint else network
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        self.model.to(device).eval()
+        # the weights are loaded in run(): building the workflow stays cheap where it is not run (other DDP ranks)
+        self.model = network
         self.manifest = Path(manifest)
         self.validation_manifest = Path(validation_manifest) if validation_manifest else self.manifest
         self.class_names = tuple(class_names)
@@ -164,6 +163,9 @@ class ZeroShotEvaluation:
         """Evaluate every split and mode, run the extras, write outputs, log to MLflow; returns a summary."""
         from monai_vecl.evaluation import reporting
 
+        if self.checkpoint:
+            load_weights(self.model, self.checkpoint)
+        self.model.to(torch.device("cuda" if torch.cuda.is_available() else "cpu")).eval()
         self.output_dir.mkdir(parents=True, exist_ok=True)
         thresholds: dict[str, metrics.Thresholds] = {}
         n_val = 0

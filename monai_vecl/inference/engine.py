@@ -58,7 +58,12 @@ def labeled_dataset(manifest: str | os.PathLike, class_names: Sequence[str] | No
                     image_size: int, load_size: int, max_images: int | None = None) -> Dataset:
     """A MONAI ``Dataset`` of the ``split`` records that carry ground truth: ``image`` [3, S, S] and ``label``
     [C] (1/0; NaN or -1 where a record has no usable label for a class). ``class_names`` ``None`` takes every
-    finding key of those records; ``dataset.class_names`` holds the resolved list."""
+    finding key of those records; ``dataset.class_names`` holds the resolved list. ``max_images=0`` gives an empty
+    dataset (scoring switched off)."""
+    if max_images == 0:  # scoring switched off (e.g. train_fit_images: 0): nothing to read
+        empty = Dataset([])
+        empty.class_names = tuple(class_names or ())
+        return empty
     records = [r for r in read_manifest(manifest, split=split) if r.findings][:max_images]
     if not records:
         raise ValueError(f"{manifest}: no '{split}' records with ground-truth findings to score")

@@ -266,7 +266,7 @@ class FitCheck:
         self.evaluator = evaluator
 
     def attach(self, engine: Engine) -> None:
-        if self.evaluator is not None:
+        if self.evaluator is not None and len(self.evaluator.data_loader.dataset):  # an empty subset: switched off
             engine.add_event_handler(Events.EPOCH_COMPLETED, self)
 
     def __call__(self, engine: Engine) -> None:
@@ -276,7 +276,7 @@ class FitCheck:
 
 def shard_sampler(dataset: Any) -> Any:
     """Under DDP, a sampler giving each rank its own images, none repeated (the metric gathers them); else None."""
-    if not is_distributed():
+    if not is_distributed() or len(dataset) == 0:
         return None
     from monai.data import DistributedSampler
 
