@@ -419,3 +419,22 @@ def test_library_warnings_become_one_line_without_their_messages(
     (line,) = [r.getMessage() for r in caplog.records if "library warnings while decoding" in r.getMessage()]
     assert line.startswith("instance from ORTHANC: ") and "pydicom" in line
     assert "Expected explicit VR" not in caplog.text and "SECRET" not in caplog.text, "messages are withheld"
+
+
+def test_peer_loss_records_of_pynetdicom_become_one_warning(caplog: pytest.LogCaptureFixture) -> None:
+    """The records pynetdicom's DUL writes when a peer resets the connection in the middle of a PDU read."""
+    from monai_vecl.deploy.gateway import _PeerLossFilter
+
+    _PeerLossFilter.install()
+    dul = logging.getLogger("pynetdicom.dul")
+    with caplog.at_level(logging.INFO):
+        dul.error("Connection closed before the entire PDU was received")
+        try:
+            raise ConnectionResetError(104, "Connection reset by peer")
+        except ConnectionResetError as exc:
+            dul.exception(exc)
+        dul.error("Unknown PDU type received '0x99'")  # not a lost peer: stays an ERROR
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == ["Unknown PDU type received '0x99'"]
+    assert [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING] == [
+        "association dropped: peer closed the connection in the middle of a PDU; its slot is free"]

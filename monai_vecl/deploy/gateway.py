@@ -120,9 +120,12 @@ class _PeerLossFilter(logging.Filter):
     KNOWN = {
         "Network timeout reached": "peer silent for longer than network_timeout",
         "The received PDU is shorter than expected": "peer closed the connection in the middle of a PDU",
+        "Connection closed before the entire PDU was received": "peer closed the connection in the middle of a PDU",
     }
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], (ConnectionError, TimeoutError)):
+            return False  # the traceback pynetdicom logs right after one of the messages below: already said
         message = record.getMessage()
         for prefix, meaning in self.KNOWN.items():
             if message.startswith(prefix):
