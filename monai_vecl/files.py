@@ -12,6 +12,7 @@ crash left behind.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import uuid
@@ -98,3 +99,9 @@ def remove_partial(folder: str | os.PathLike) -> int:
     for p in parts:
         p.unlink(missing_ok=True)
     return len(parts)
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file, read in blocks (weights files are large): the identity of a model file."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()

@@ -99,3 +99,19 @@ def load_thresholds(path: str | os.PathLike) -> ThresholdTable:
 def save_thresholds(table: ThresholdTable, path: str | os.PathLike) -> Path:
     """Write ``table`` as JSON atomically (:func:`monai_vecl.files.write_json`)."""
     return write_json(path, table.to_json(), sort_keys=True)
+
+
+def load_checked(path: str | os.PathLike, score_mode: str, model_sha256: str | None, scorer: str = "this run",
+                 model_name: str = "the model") -> ThresholdTable | None:
+    """The thresholds at ``path`` if they were calibrated for ``score_mode`` and (when both digests are known)
+    these weights; None when there is no such file. Thresholds of another score mode or other weights would be
+    silently wrong, so either mismatch raises, naming ``scorer`` and ``model_name``."""
+    if not Path(path).is_file():
+        return None
+    table = load_thresholds(path)
+    if table.score_mode != score_mode:
+        raise ValueError(f"{path}: calibrated for score_mode {table.score_mode!r}, {scorer} scores {score_mode!r}")
+    if table.model_sha256 and model_sha256 and table.model_sha256 != model_sha256:
+        raise ValueError(f"{path}: calibrated for model sha256 {table.model_sha256[:16]}, {model_name} is "
+                         f"{model_sha256[:16]}: re-run the evaluation that writes the thresholds for these weights")
+    return table

@@ -51,7 +51,7 @@ from monai_vecl.deploy.sr import (
     build_notice_sr,
     finding_concept,
 )
-from monai_vecl.files import atomic_open
+from monai_vecl.files import atomic_open, sha256_file
 from monai_vecl.grounding import GroundingConfig, to_source_frame
 from monai_vecl.inference.zero_shot import (
     MODES,
@@ -61,7 +61,7 @@ from monai_vecl.inference.zero_shot import (
     load_weights,
 )
 from monai_vecl.taxonomy import class_key
-from monai_vecl.thresholds import FILE_NAME, ThresholdTable, load_thresholds
+from monai_vecl.thresholds import FILE_NAME, ThresholdTable, load_checked
 
 log = logging.getLogger(__name__)
 
@@ -341,19 +341,10 @@ def load_calibration(bundle: BundleInference, model_sha256: str | None) -> Thres
     path = bundle.thresholds_file
     if path is None:
         return None
-    if not path.is_file():
+    table = load_checked(path, bundle.score_mode, model_sha256, scorer="the bundle", model_name="bundle model")
+    if table is None:
         log.warning("no calibrated thresholds at %s: findings without a site threshold get no present/absent call",
                     path)
-        return None
-    table = load_thresholds(path)
-    if table.score_mode != bundle.score_mode:
-        raise ValueError(f"{path}: calibrated for score_mode {table.score_mode!r}, the bundle scores "
-                         f"{bundle.score_mode!r}")
-    if table.model_sha256 and model_sha256 and table.model_sha256 != model_sha256:
-        raise ValueError(
-            f"{path}: calibrated for model sha256 {table.model_sha256[:16]}, bundle model is {model_sha256[:16]}: "
-            "re-run the evaluation that writes the thresholds for these weights"
-        )
     return table
 
 
@@ -387,14 +378,6 @@ def resolve_device(name: str) -> torch.device:
         raise ValueError(f"deploy.device must be auto or a torch device (cpu, cuda, cuda:1), got {name!r}") from err
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _grounding_parameter(config: PipelineConfig) -> str:
     """How the SEG sent with the SR is made; part of the SR's settings (and so of its UID)."""
     grounding, seg = config.grounding, config.seg
@@ -421,7 +404,7 @@ class StudyPipeline:
             self.bundle, fingerprint = untrained_bundle(self.device), "untrained"
         else:
             self.bundle = load_bundle(self.config.bundle_root, self.device, exported=self.config.model == "exported")
-            fingerprint = _sha256(self.bundle.model_file)
+            fingerprint = sha256_file(self.bundle.model_file)
         self.model = self.bundle.network
         findings = resolve_findings(self.config, self.bundle.class_names)
         self.calibration = load_calibration(self.bundle, fingerprint)

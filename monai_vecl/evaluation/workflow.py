@@ -10,7 +10,6 @@ Images are read and scored in chunks, so memory does not grow with the data set.
 from __future__ import annotations
 
 import datetime
-import hashlib
 import json
 import logging
 import os
@@ -25,6 +24,7 @@ from monai_vecl import metrics
 from monai_vecl.data.manifest import Record, class_labels, image_path, read_manifest
 from monai_vecl.data.preprocess import preprocess_gray, read_gray
 from monai_vecl.inference.zero_shot import MODES, NEG_TEMPLATE, POS_TEMPLATE, ZeroShotClassifier, load_weights, pnc
+from monai_vecl.files import sha256_file
 from monai_vecl.thresholds import ThresholdTable, save_thresholds
 
 logger = logging.getLogger(__name__)
@@ -123,7 +123,7 @@ class ZeroShotEvaluation:
         mode = self.thresholds_mode
         values, figures = metrics.threshold_table(y_val, scores[mode], self.class_names, thresholds[mode],
                                                   self.thresholds_rule)
-        digest = hashlib.sha256(Path(self.checkpoint).read_bytes()).hexdigest() if self.checkpoint else None
+        digest = sha256_file(self.checkpoint) if self.checkpoint else None
         table = ThresholdTable(values, mode, self.validation_split, self.thresholds_rule, digest,
                                datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), figures)
         path = save_thresholds(table, self.thresholds_file)

@@ -9,7 +9,6 @@ listed with their reason and counted per reason (``LoadGrayd(error_key=...)`` ma
 from __future__ import annotations
 
 import csv
-import hashlib
 import logging
 import os
 from collections import Counter
@@ -22,10 +21,10 @@ from monai.utils import CommonKeys
 
 from monai_vecl.data.manifest import image_path, read_manifest
 from monai_vecl.data.preprocess import is_dicom
-from monai_vecl.files import atomic_open, write_json
+from monai_vecl.files import atomic_open, sha256_file, write_json
 from monai_vecl.inference.zero_shot import MODES, pnc
 from monai_vecl.taxonomy import class_key
-from monai_vecl.thresholds import ThresholdTable, load_thresholds
+from monai_vecl.thresholds import ThresholdTable, load_checked
 
 __all__ = ["IMAGE_SUFFIXES", "ImageInputs", "ZeroShotWriter", "calibrated_thresholds", "list_images"]
 
@@ -79,19 +78,10 @@ def calibrated_thresholds(thresholds_file: str | os.PathLike | None, score_mode:
 
     Thresholds chosen for another score mode or other weights would be silently wrong, so either mismatch raises.
     """
-    if thresholds_file is None or not Path(thresholds_file).is_file():
+    digest = sha256_file(model_file) if model_file is not None and Path(model_file).is_file() else None
+    table = load_checked(thresholds_file, score_mode, digest, model_name=str(model_file)) if thresholds_file else None
+    if table is None:
         logger.warning("no calibrated thresholds at %s: scores without present/absent calls", thresholds_file)
-        return None
-    table = load_thresholds(thresholds_file)
-    if table.score_mode != score_mode:
-        raise ValueError(f"{thresholds_file}: calibrated for score_mode {table.score_mode!r}, this run scores "
-                         f"{score_mode!r}")
-    if table.model_sha256 and model_file is not None and Path(model_file).is_file():
-        with open(model_file, "rb") as f:
-            digest = hashlib.file_digest(f, "sha256").hexdigest()
-        if digest != table.model_sha256:
-            raise ValueError(f"{thresholds_file}: calibrated for model sha256 {table.model_sha256[:16]}, {model_file} "
-                             f"is {digest[:16]}: re-run the evaluation that writes the thresholds for these weights")
     return table
 
 

@@ -16,12 +16,13 @@ Command line::
 from __future__ import annotations
 
 import argparse
-import hashlib
 import importlib.util
 import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+
+from monai_vecl.files import sha256_file
 
 
 @dataclass(frozen=True)
@@ -106,19 +107,11 @@ def packaged_model(name: str, directory: str | os.PathLike | None = None) -> Pat
                 with open(path, "rb") as part:
                     while block := part.read(1 << 22):
                         out.write(block)
-        if model.sha256 and not _sha256(partial).startswith(model.sha256):
+        if model.sha256 and not sha256_file(partial).startswith(model.sha256):
             partial.unlink()
             raise ValueError(f"{name}: assembled file does not match its sha256 {model.sha256[:12]}...")
         partial.replace(target)
     return target
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 22):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def export_hf_folder(model: str | os.PathLike, out: str | os.PathLike, dtype: str = "float32") -> Path:
