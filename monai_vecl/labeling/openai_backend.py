@@ -102,28 +102,34 @@ class OpenAILabeler(LLMLabeler):
         body.update(self.extra_body)
         return body
 
+    def _post(self, body: dict) -> httpx.Response | None:
+        """One POST of ``body``; None when the transport failed (retried like a 5xx)."""
+        try:
+            return self._client.post(self.url, json=body)
+        except httpx.HTTPError:
+            return None
+
+    def _schema_rejected(self, body: dict, response: httpx.Response) -> bool:
+        """True when the server refused the JSON-schema ``response_format``; it is then left out from now on."""
+        if not (response.status_code in (400, 422) and "response_format" in body
+                and "response_format" in response.text):
+            return False
+        with self._lock:
+            self.schema_supported = False
+            self.schema_rejections += 1
+        return True
+
     def _request(self, messages: Conversation) -> str | None:
         body = self._body(messages)
         for attempt in range(self.retries + 1):
             if attempt:
                 time.sleep(self.backoff * 2 ** (attempt - 1))
-            try:
-                response = self._client.post(self.url, json=body)
-            except httpx.HTTPError:
+            response = self._post(body)
+            if response is not None and self._schema_rejected(body, response):
+                body = self._body(messages)  # asked again at once, without the schema: not a failed attempt
+                response = self._post(body)
+            if response is None or response.status_code in _RETRY_STATUS:
                 continue
-            if response.status_code in _RETRY_STATUS:
-                continue
-            if response.status_code in (400, 422) and "response_format" in body and "response_format" in response.text:
-                with self._lock:  # the server does not take the schema: ask without it from now on
-                    self.schema_supported = False
-                    self.schema_rejections += 1
-                body = self._body(messages)
-                try:
-                    response = self._client.post(self.url, json=body)
-                except httpx.HTTPError:
-                    continue
-                if response.status_code in _RETRY_STATUS:
-                    continue
             if response.status_code != 200:
                 break  # a client error will not change on retry
             try:
