@@ -70,3 +70,22 @@ def test_scoring_restores_training_mode_and_rejects_bad_input(model):
     with pytest.raises(ValueError, match="duplicate"):
         ZeroShotClassifier(model, ["A", "A"])
     assert clf.scores(torch.zeros(0, 3, model.image_size, model.image_size)).shape == (0, 1)
+
+
+def test_inferer_encodes_prompts_once_per_state_of_the_weights(monkeypatch):
+    from monai_vecl.inference.engine import ZeroShotInferer
+    from monai_vecl.networks import build_vecl
+
+    torch.manual_seed(0)
+    network = build_vecl("small", image_size=64, load_size=72).eval()
+    images = torch.rand(2, 3, 64, 64)
+    inferer = ZeroShotInferer(["Edema", "Cardiomegaly"])
+    calls = []
+    encode = network.encode_texts
+    monkeypatch.setattr(network, "encode_texts", lambda *a: calls.append(1) or encode(*a))
+    first = inferer(images, network)
+    assert torch.equal(inferer(images, network), first) and len(calls) == 2  # pos + neg prompts, once
+    with torch.no_grad():
+        network.text_proj.weight.mul_(1.5)  # an in-place update, as an optimiser step makes
+    changed = inferer(images, network)
+    assert len(calls) == 4 and not torch.equal(changed, first)  # encoded again for the new weights

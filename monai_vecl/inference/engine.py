@@ -81,18 +81,24 @@ def labeled_dataset(manifest: str | os.PathLike, class_names: Sequence[str] | No
 
 class ZeroShotInferer(Inferer):
     """``inferer(images, network)`` → entail probabilities [N, 2, C]: row 0 for "There is X", row 1 for
-    "There is no X". Prompts are encoded afresh on every call, so scores follow a network that is training."""
+    "There is no X". The prompt features are encoded once per state of the weights: a training step or a
+    weights load changes a parameter in place, which bumps its version, and the prompts are encoded again."""
 
     def __init__(self, class_names: Sequence[str], pos_template: str = POS_TEMPLATE, neg_template: str = NEG_TEMPLATE,
                  chunk_size: int = 64):
         super().__init__()
         self.class_names = tuple(class_names)
         self.pos_template, self.neg_template, self.chunk_size = pos_template, neg_template, chunk_size
+        self._classifier: ZeroShotClassifier | None = None
+        self._weights_state: tuple | None = None
 
     def __call__(self, inputs: torch.Tensor, network: torch.nn.Module, *args: Any, **kwargs: Any) -> torch.Tensor:
-        classifier = ZeroShotClassifier(network, self.class_names, self.pos_template, self.neg_template,
-                                        self.chunk_size)
-        p_pos, p_neg = classifier.entail(inputs)
+        state = (id(network), tuple(p._version for p in network.parameters()))
+        if self._classifier is None or state != self._weights_state:
+            self._classifier = ZeroShotClassifier(network, self.class_names, self.pos_template, self.neg_template,
+                                                  self.chunk_size)
+            self._weights_state = state
+        p_pos, p_neg = self._classifier.entail(inputs)
         return torch.stack([p_pos, p_neg], dim=1)
 
 
