@@ -179,7 +179,6 @@ def main(argv: list[str] | None = None) -> None:
         "tracking_uri": f"sqlite:///{out / 'mlflow.db'}",
         "experiment_name": "vecl-compare",
         "progress": False,
-        "final_evaluation": False,
     }
     if args.max_epochs is not None:
         shared["max_epochs"] = args.max_epochs

@@ -14,6 +14,7 @@ from monai_vecl.data.manifest import Record, class_labels, read_manifest, write_
 from monai_vecl.data.phantom import generate_phantom
 from monai_vecl.evaluation.workflow import FeatureMapStep, ProbeStep, RetrievalStep, ZeroShotEvaluation
 from monai_vecl.inference import load_weights
+from monai_vecl.inference.engine import labeled_dataset, zero_shot_evaluator
 from monai_vecl.networks import build_vecl
 
 CLASSES = ("Atelectasis", "Pleural Effusion", "Cardiomegaly", "Lung Opacity", "Pulmonary Edema")
@@ -60,10 +61,11 @@ def test_evaluation_writes_tables_plots_extras_and_mlflow(phantom, tmp_path):
     torch.manual_seed(0)
     out = tmp_path / "eval"
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    network = build_vecl("small", image_size=64, load_size=72)
+    evaluator = zero_shot_evaluator(network, labeled_dataset(phantom, CLASSES, "validate", 64, 72), batch_size=16)
     ev = ZeroShotEvaluation(
-        build_vecl("small", image_size=64, load_size=72),
+        evaluator,
         phantom,
-        CLASSES,
         out,
         n_bootstrap=20,
         chunk_size=16,
@@ -87,6 +89,12 @@ def test_evaluation_writes_tables_plots_extras_and_mlflow(phantom, tmp_path):
             assert (out / f"{split}_{mode}_curves.png").stat().st_size > 1000
             macro = summary[f"{split}_{mode}"]["auc"]
             assert macro is None or 0 <= macro <= 1
+    # each split went through the evaluator: its readable records with ground truth, no more, no fewer
+    def readable(split):
+        return len([r for r in read_manifest(phantom, split) if r.findings and r.image != "broken.png"])
+
+    assert summary["n_validation_images"] == readable("validate") > 0
+    assert json.loads((out / "test_pnc.json").read_text())["n_images"] == readable("test") > 0
     skipped = json.loads((out / "skipped.json").read_text())
     assert summary["skipped"] == len(skipped) >= 2
     assert [s["image"] for s in skipped].count("broken.png") == 1  # logged once although several steps read it

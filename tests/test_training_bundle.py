@@ -68,6 +68,20 @@ def run_training(bundle: Path, phantom: Path, interrupt_at: int | None = None, t
     return workflow
 
 
+def run_evaluation(bundle: Path, phantom: Path, **overrides) -> dict:
+    """Run the bundle's ``evaluating`` list (train.yaml + evaluate.yaml) as the README does after training; returns
+    the summary it writes."""
+    configs = [str(bundle / "configs" / name) for name in ("train.yaml", "evaluate.yaml")]
+    workflow = ConfigWorkflow(config_file=configs, meta_file=str(bundle / "configs" / "metadata.json"),
+                              logging_file=False, run_id="evaluating", bundle_root=str(bundle),
+                              **{**TINY, "dataset_manifest": str(phantom), "eval_extras": [], "n_bootstrap": 20,
+                                 **overrides})
+    workflow.initialize()
+    workflow.run()
+    workflow.finalize()
+    return json.loads((Path(workflow.parser.get_parsed_content("eval_dir")) / "summary.json").read_text())
+
+
 def test_train_stop_resume_and_mlflow_store(bundle, phantom):
     from mlflow import MlflowClient
 
@@ -78,6 +92,7 @@ def test_train_stop_resume_and_mlflow_store(bundle, phantom):
     assert state["trainer"]["iteration"] == 3  # the interrupted iteration 4 did not count: it runs again
 
     second = run_training(bundle, phantom)
+    summary = run_evaluation(bundle, phantom)
     trainer = second.parser.get_parsed_content("train#trainer")
     total = 2 * trainer.loader.steps_per_epoch
     assert trainer.state.iteration == total and trainer.state.epoch == 2
@@ -112,8 +127,7 @@ def test_train_stop_resume_and_mlflow_store(bundle, phantom):
     best = torch.load(last, weights_only=False)["best"]
     assert best["best"] == max(aucs) and best["best_epoch"] == 1 + aucs.index(max(aucs))
 
-    # the final evaluation: test tables, and thresholds chosen on the validation split beside the model
-    summary = json.loads((bundle / "outputs" / "eval" / "summary.json").read_text())
+    # the evaluation after training: test tables, and thresholds chosen on the validation split beside the model
     assert 0.0 <= summary["test_pnc"]["auc"] <= 1.0 and "test_shifted_pnc" in summary
     table = load_thresholds(bundle / "models" / "thresholds.json")
     assert (table.split, table.rule, table.score_mode) == ("validate", "max_f1", "pnc")
@@ -124,20 +138,17 @@ def test_train_stop_resume_and_mlflow_store(bundle, phantom):
         assert 0 < figures["n_pos"] < figures["n"] and 0.0 <= figures["f1"] <= 1.0 and 0.0 <= value <= 1.0
 
     # the validation AUC logged in training is the evaluation's AUC on the same split and weights
-    from monai_vecl.evaluation.workflow import ZeroShotEvaluation
-
-    check = ZeroShotEvaluation(second.parser.get_parsed_content("network_def"), phantom,
-                               second.parser.get_parsed_content("validate#dataset").class_names,
-                               bundle / "outputs" / "check", checkpoint=bundle / "models" / "model.pt",
-                               splits=["validate"], validation_split=None, modes=["pnc"], n_bootstrap=0)
-    assert check.run()["validate_pnc"]["auc"] == pytest.approx(max(aucs), abs=1e-6)
+    check = run_evaluation(bundle, phantom, eval_splits=["validate"], eval_validation_split=None, eval_modes=["pnc"],
+                           n_bootstrap=0, tracking_uri=None, thresholds_file=None,
+                           eval_dir=str(bundle / "outputs" / "check"))
+    assert check["validate_pnc"]["auc"] == pytest.approx(max(aucs), abs=1e-6)
 
 
 def test_resume_with_another_configuration_is_refused(bundle, phantom):
     with pytest.raises(KeyboardInterrupt):
-        run_training(bundle, phantom, interrupt_at=2, tracking=None, final_evaluation=False)
+        run_training(bundle, phantom, interrupt_at=2, tracking=None)
     with pytest.raises(RuntimeError) as err:  # the bundle's expression runner wraps the trainer's error
-        run_training(bundle, phantom, tracking=None, final_evaluation=False, learning_rate=2e-3)
+        run_training(bundle, phantom, tracking=None, learning_rate=2e-3)
     assert "differs from the checkpoint's in ['optimizer.lr']" in str(err.value.__cause__)
 
 
@@ -192,7 +203,7 @@ def test_normalisation_override_reaches_validation_evaluation_and_deployment(bun
     from monai_vecl.deploy.pipeline import load_bundle
     from monai_vecl.inference import load_weights
 
-    workflow = run_training(bundle, phantom, tracking=None, final_evaluation=False, max_epochs=1,
+    workflow = run_training(bundle, phantom, tracking=None, max_epochs=1,
                             **{"network_def#intensity_mean": 0.3})
     network = workflow.parser.get_parsed_content("network")
     evaluator = workflow.parser.get_parsed_content("validate#evaluator")
@@ -216,7 +227,7 @@ def test_torchrun_two_processes_with_multi_gpu_config(bundle, phantom):
     import sys
 
     configs = repr([str(bundle / "configs" / "train.yaml"), str(bundle / "configs" / "multi_gpu_train.yaml")])
-    overrides = {**TINY, "batch_size": 4, "max_epochs": 1, "final_evaluation": False, "train_fit_images": 0,
+    overrides = {**TINY, "batch_size": 4, "max_epochs": 1, "train_fit_images": 0,
                  "num_workers": 0, "dataset_manifest": str(phantom), "bundle_root": str(bundle)}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "monai.bundle",
            "run", "training", "--config_file", configs, "--tracking", "mlflow"]

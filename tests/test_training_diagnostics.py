@@ -138,6 +138,6 @@ def test_string_booleans_are_refused_with_the_key_named():
         build_vecl("small", fusion_layers="2")
     with pytest.raises(ValueError, match="unknown"):
         build_vecl("small", fusion_layer=2)
-    with pytest.raises(TypeError, match="final_evaluation"):
-        check_bool("final_evaluation", "false")
+    with pytest.raises(TypeError, match="amp"):
+        check_bool("amp", "false")
     assert check_bool("x", False) is False

@@ -1,10 +1,12 @@
-"""The bundle's ``evaluating`` workflow: a checkpoint, a manifest, class names → tables, plots, MLflow.
+"""The bundle's ``evaluating`` workflow: a checkpoint, a manifest, the bundle's validation evaluator → tables,
+plots, MLflow.
 
-For every evaluated split (phantom ``test`` and ``test_shifted`` by default) and every scoring
-mode (POS, PNC) it writes a per-class + macro table (CSV, JSON) with oracle and validation-threshold
-metrics and bootstrap CIs, and a ROC/PR plot; optionally retrieval-based report generation,
-the linear probe and the t-SNE feature map; then logs everything to MLflow.
-Images are read and scored in chunks, so memory does not grow with the data set.
+Every evaluated split (phantom ``test`` and ``test_shifted`` by default, and the validation split the deployable
+thresholds are chosen on) runs through the bundle's ``validate#evaluator`` — the same dataset, preprocessing,
+inferer and AUC as training's validation. For every split and scoring mode (POS, PNC) it writes a per-class +
+macro table (CSV, JSON) with oracle and validation-threshold metrics and bootstrap CIs, and a ROC/PR plot;
+optionally retrieval-based report generation, the linear probe, the t-SNE feature map and grounding; then logs
+everything to MLflow. Images are read and scored in batches, so memory does not grow with the data set.
 """
 
 from __future__ import annotations
@@ -16,15 +18,19 @@ import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
+from ignite.engine import Events
+from monai.data import DataLoader, Dataset
+from monai.utils import CommonKeys
 
 from monai_vecl import metrics
 from monai_vecl.data.manifest import Record, class_labels, image_path, read_manifest
-from monai_vecl.data.preprocess import preprocess_gray, read_gray
-from monai_vecl.inference.zero_shot import MODES, NEG_TEMPLATE, POS_TEMPLATE, ZeroShotClassifier, load_weights, pnc
 from monai_vecl.files import sha256_file
+from monai_vecl.inference.engine import LoadGrayd, ZeroShotInferer, labeled_dataset
+from monai_vecl.inference.zero_shot import MODES, load_weights, pnc
 from monai_vecl.thresholds import ThresholdTable, save_thresholds
 
 logger = logging.getLogger(__name__)
@@ -43,6 +49,20 @@ class SkipLog:
             self.items.append(item)
 
 
+ERROR_KEY = "error"  # where LoadGrayd marks an unreadable image
+
+
+def _readable(batch: dict, skipped: SkipLog, records: Sequence[Record]) -> list[int]:
+    """Positions in ``batch`` of readable images; the others go to ``skipped`` with LoadGrayd's reason."""
+    ok = []
+    for j, (index, error) in enumerate(zip(batch["index"].tolist(), batch[ERROR_KEY], strict=True)):
+        if error:
+            skipped.add(records[index], error)
+        else:
+            ok.append(j)
+    return ok
+
+
 def iter_image_batches(
     records: Sequence[Record],
     manifest: str | os.PathLike,
@@ -51,38 +71,34 @@ def iter_image_batches(
     batch_size: int,
     skipped: SkipLog,
 ) -> Iterator[tuple[list[int], torch.Tensor]]:
-    """Yield (record indices, preprocessed images [B, 3, S, S]); unreadable images go to ``skipped``."""
-    idx: list[int] = []
-    batch: list[torch.Tensor] = []
-    for i, record in enumerate(records):
-        try:
-            batch.append(preprocess_gray(read_gray(image_path(record, manifest)), image_size, load_size))
-            idx.append(i)
-        except (OSError, ValueError) as err:
-            skipped.add(record, f"{type(err).__name__}: {err}")
-        if len(batch) == batch_size:
-            yield idx, torch.stack(batch)
-            idx, batch = [], []
-    if batch:
-        yield idx, torch.stack(batch)
+    """Yield (record indices, preprocessed images [B, 3, S, S]) through the evaluator's transform
+    (:class:`LoadGrayd`); unreadable images go to ``skipped``."""
+    items = [{"image": str(image_path(r, manifest)), "index": i} for i, r in enumerate(records)]
+    dataset = Dataset(items, transform=LoadGrayd("image", image_size, load_size, ERROR_KEY))
+    for batch in DataLoader(dataset, batch_size=batch_size):
+        ok = _readable(batch, skipped, records)
+        if ok:
+            yield batch["index"][ok].tolist(), batch["image"][ok]
 
 
 class ZeroShotEvaluation:
-    """Zero-shot evaluation of one checkpoint on one manifest; :meth:`run` writes everything to ``output_dir``."""
+    """Zero-shot evaluation of one checkpoint on one manifest; :meth:`run` writes everything to ``output_dir``.
+
+    ``evaluator`` is a ``SupervisedEvaluator`` with a :class:`ZeroShotInferer` (the bundle's ``validate#evaluator``,
+    its training handlers replaced by ``evaluate.yaml``): its network is the one evaluated, its inferer's class names
+    and prompt templates are the ones scored, and every split runs through it in turn.
+    """
 
     def __init__(
         self,
-        network: torch.nn.Module,
+        evaluator: Any,
         manifest: str | os.PathLike,
-        class_names: Sequence[str],
         output_dir: str | os.PathLike,
         checkpoint: str | os.PathLike | None = None,
         splits: Sequence[str] = ("test", "test_shifted"),
         validation_split: str | None = "validate",
         validation_manifest: str | os.PathLike | None = None,
         modes: Sequence[str] = MODES,
-        pos_template: str = POS_TEMPLATE,
-        neg_template: str = NEG_TEMPLATE,
         chunk_size: int = 64,
         n_bootstrap: int = 1000,
         seed: int = 0,
@@ -98,16 +114,18 @@ class ZeroShotEvaluation:
         unknown = set(modes) - set(MODES)
         if unknown:
             raise ValueError(f"unknown scoring modes {sorted(unknown)}; use {MODES}")
-        # the weights are loaded in run(): building the workflow stays cheap where it is not run (other DDP ranks)
-        self.model = network
+        if not isinstance(evaluator.inferer, ZeroShotInferer):
+            raise TypeError(f"the evaluator's inferer must be a ZeroShotInferer, got {type(evaluator.inferer)}")
+        # the weights are loaded in run(): building the workflow stays cheap where it is not run
+        self.evaluator, self.model = evaluator, evaluator.network
         self.manifest = Path(manifest)
         self.validation_manifest = Path(validation_manifest) if validation_manifest else self.manifest
-        self.class_names = tuple(class_names)
+        self.class_names = evaluator.inferer.class_names
+        self.pos_template, self.neg_template = evaluator.inferer.pos_template, evaluator.inferer.neg_template
         self.output_dir = Path(output_dir)
         self.checkpoint = checkpoint
         self.splits, self.validation_split, self.modes = tuple(splits), validation_split, tuple(modes)
         self.chunk_size, self.n_bootstrap, self.seed = chunk_size, n_bootstrap, seed
-        self.classifier = ZeroShotClassifier(self.model, self.class_names, pos_template, neg_template, chunk_size)
         self.extras = tuple(extras)
         self.tracking_uri, self.experiment, self.run_name = tracking_uri, experiment, run_name
         self.artifact_root = artifact_root
@@ -130,34 +148,36 @@ class ZeroShotEvaluation:
         logger.info("thresholds (%s) written to %s", table.describe(), path)
         return path
 
-    def records(self, split: str, manifest: Path | None = None) -> list[Record]:
-        """Records of ``split``; records without any ground truth for these classes are logged as skipped."""
-        records = read_manifest(manifest or self.manifest, split)
-        labels = class_labels(records, self.class_names)
-        kept = []
-        for record, row in zip(records, labels, strict=True):
-            if np.isnan(row).all():
-                self.skipped.add(record, f"no ground truth for any of {len(self.class_names)} classes")
-            else:
-                kept.append(record)
-        return kept
+    def labeled(self, split: str, manifest: Path | None = None) -> Dataset:
+        """The ``split`` records with ground truth (:func:`labeled_dataset`); the others are logged as skipped."""
+        dataset = labeled_dataset(manifest or self.manifest, self.class_names, split, self.model.image_size,
+                                  self.model.load_size, error_key=ERROR_KEY)
+        for record in dataset.left_out:
+            self.skipped.add(record, f"no ground truth for any of {len(self.class_names)} classes")
+        return dataset
 
-    def score(self, records: Sequence[Record], manifest: Path | None = None) -> tuple[list[int], dict[str, np.ndarray]]:
-        """(indices of scored records, {mode: scores [n, C]}) — both modes share one image pass."""
-        size, load = self.model.image_size, self.model.load_size
+    def score(self, split: str, manifest: Path | None = None) -> tuple[list[Record], np.ndarray, dict[str, np.ndarray]]:
+        """(scored records, their ground truth [n, C], {mode: scores [n, C]}) of ``split``: one run of the
+        evaluator over it; unreadable images are logged as skipped."""
+        dataset = self.labeled(split, manifest)
+        loader = DataLoader(dataset, batch_size=self.chunk_size)
         kept: list[int] = []
-        parts: dict[str, list[np.ndarray]] = {m: [] for m in self.modes}
-        for idx, images in iter_image_batches(
-            records, manifest or self.manifest, size, load, self.chunk_size, self.skipped
-        ):
-            p_pos, p_neg = self.classifier.entail(images, negative="pnc" in self.modes)
-            kept.extend(idx)
-            if "pos" in self.modes:
-                parts["pos"].append(p_pos.numpy())
-            if "pnc" in self.modes:
-                parts["pnc"].append(pnc(p_pos, p_neg).numpy())
-        empty = np.zeros((0, len(self.class_names)))
-        return kept, {m: np.concatenate(p) if p else empty for m, p in parts.items()}
+        preds: list[torch.Tensor] = []
+
+        def collect(engine: Any) -> None:
+            ok = _readable(engine.state.batch, self.skipped, dataset.records)
+            kept.extend(engine.state.batch["index"][ok].tolist())
+            preds.append(engine.state.output[CommonKeys.PRED][ok].float().cpu())
+
+        # the evaluator's data is this split: MONAI's Evaluator.run keeps the state's epoch length, so set both
+        self.evaluator.data_loader = loader
+        self.evaluator.state.epoch_length = len(loader)
+        with self.evaluator.add_event_handler(Events.ITERATION_COMPLETED, collect):
+            self.evaluator.run()
+        records = [dataset.records[i] for i in kept]
+        pred = torch.cat(preds) if preds else torch.zeros(0, 2, len(self.class_names))
+        scores = {"pos": pred[:, 0].numpy(), "pnc": pnc(pred[:, 0], pred[:, 1]).numpy()}
+        return records, class_labels(records, self.class_names), {m: scores[m] for m in self.modes}
 
     def run(self) -> dict[str, object]:
         """Evaluate every split and mode, run the extras, write outputs, log to MLflow; returns a summary."""
@@ -165,19 +185,17 @@ class ZeroShotEvaluation:
 
         if self.checkpoint:
             load_weights(self.model, self.checkpoint)
-        self.model.to(torch.device("cuda" if torch.cuda.is_available() else "cpu")).eval()
+        self.model.eval()
         self.output_dir.mkdir(parents=True, exist_ok=True)
         thresholds: dict[str, metrics.Thresholds] = {}
         n_val = 0
         if self.validation_split:
-            val_records = self.records(self.validation_split, self.validation_manifest)
-            kept, scores = self.score(val_records, self.validation_manifest)
-            n_val = len(kept)
-            y_val = class_labels([val_records[i] for i in kept], self.class_names)
-            thresholds = {m: metrics.choose_thresholds(y_val, s) for m, s in scores.items()} if kept else {}
-            if kept and self.thresholds_file:
+            val_records, y_val, scores = self.score(self.validation_split, self.validation_manifest)
+            n_val = len(val_records)
+            thresholds = {m: metrics.choose_thresholds(y_val, s) for m, s in scores.items()} if n_val else {}
+            if n_val and self.thresholds_file:
                 self.write_thresholds(y_val, scores, thresholds)
-            if not kept:
+            if not n_val:
                 logger.warning(
                     "no %r images in %s: val_* (deployable) metrics stay empty",
                     self.validation_split,
@@ -190,18 +208,16 @@ class ZeroShotEvaluation:
         }
         flat: dict[str, float] = {}
         for split in self.splits:
-            records = self.records(split)
-            kept, scores = self.score(records)
-            y = class_labels([records[i] for i in kept], self.class_names)
+            records, y, scores = self.score(split)
             for mode, s in scores.items():
                 name = f"{split}_{mode}"
-                reporting.write_scores([records[i].image for i in kept], y, s, self.class_names,
+                reporting.write_scores([r.image for r in records], y, s, self.class_names,
                                        self.output_dir / f"{name}_scores.npz")
                 table = metrics.evaluate_scores(
                     y, s, self.class_names, thresholds.get(mode), n_bootstrap=self.n_bootstrap, seed=self.seed
                 )
                 reporting.write_table(
-                    table, self.output_dir, name, {"split": split, "mode": mode, "n_images": len(kept)}
+                    table, self.output_dir, name, {"split": split, "mode": mode, "n_images": len(records)}
                 )
                 reporting.plot_curves(
                     y, s, self.class_names, self.output_dir / f"{name}_curves.png", f"{split}, {mode.upper()}"
@@ -228,7 +244,7 @@ class ZeroShotEvaluation:
                 "manifest": self.manifest,
                 "splits": self.splits,
                 "class_names": self.class_names,
-                "templates": (self.classifier.pos_template, self.classifier.neg_template),
+                "templates": (self.pos_template, self.neg_template),
                 "n_bootstrap": self.n_bootstrap,
                 "skipped": len(self.skipped.items),
             }
@@ -244,7 +260,7 @@ def _load_split(
     ev: ZeroShotEvaluation, split: str, max_images: int | None, seed: int
 ) -> tuple[list[Record], torch.Tensor]:
     """Up to ``max_images`` (seeded random sample) records of ``split`` with their preprocessed images."""
-    records = ev.records(split)
+    records = ev.labeled(split).records
     if max_images is not None and len(records) > max_images:
         pick = np.sort(np.random.default_rng(seed).choice(len(records), max_images, replace=False))
         records = [records[i] for i in pick]
@@ -371,8 +387,7 @@ class FeatureMapStep:
             column = labels[:, ev.class_names.index(name)]
             if (column == 1).any() and (column == 0).any():
                 path = ev.output_dir / f"tsne_{self.split}_{name.lower().replace(' ', '_')}.png"
-                clf = ev.classifier
-                info = feature_map(ev.model, images, column, name, path, clf.pos_template, clf.neg_template, self.seed)
+                info = feature_map(ev.model, images, column, name, path, ev.pos_template, ev.neg_template, self.seed)
                 return {
                     "metrics": {f"tsne_{self.split}_prompt_separation": info["prompt_separation"]},
                     "summary": {"feature_map": {"class": name, "png": path.name, **info}},

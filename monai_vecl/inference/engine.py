@@ -55,27 +55,35 @@ class LoadGrayd(MapTransform):
 
 
 def labeled_dataset(manifest: str | os.PathLike, class_names: Sequence[str] | None, split: str,
-                    image_size: int, load_size: int, max_images: int | None = None) -> Dataset:
-    """A MONAI ``Dataset`` of the ``split`` records that carry ground truth: ``image`` [3, S, S] and ``label``
-    [C] (1/0; NaN or -1 where a record has no usable label for a class). ``class_names`` ``None`` takes every
-    finding key of those records; ``dataset.class_names`` holds the resolved list. ``max_images=0`` gives an empty
-    dataset (scoring switched off)."""
+                    image_size: int, load_size: int, max_images: int | None = None,
+                    error_key: str | None = None) -> Dataset:
+    """A MONAI ``Dataset`` of the ``split`` records with ground truth for at least one of ``class_names``:
+    ``image`` [3, S, S] (:class:`LoadGrayd`, with ``error_key`` marking unreadable images), ``label`` [C] (1/0;
+    NaN or -1 where a record has no usable label for a class) and ``index``, the record's place in
+    ``dataset.records``. ``class_names`` ``None`` takes every finding key of the split; ``dataset.class_names`` holds
+    the resolved list and ``dataset.left_out`` the split's records without ground truth for any of them (the caller
+    counts them). ``max_images=0`` gives an empty dataset (scoring switched off)."""
     if max_images == 0:  # scoring switched off (e.g. train_fit_images: 0): nothing to read
         empty = Dataset([])
-        empty.class_names = tuple(class_names or ())
+        empty.class_names, empty.records, empty.left_out = tuple(class_names or ()), [], []
         return empty
-    records = [r for r in read_manifest(manifest, split=split) if r.findings][:max_images]
+    split_records = read_manifest(manifest, split=split)
+    names = (tuple(class_names) if class_names is not None
+             else tuple(sorted({k for r in split_records for k in r.findings or {}})))
+    split_labels = class_labels(split_records, names)
+    has_truth = ~np.isnan(split_labels).all(axis=1)
+    records = [r for r, keep in zip(split_records, has_truth, strict=True) if keep][:max_images]
     if not records:
-        raise ValueError(f"{manifest}: no '{split}' records with ground-truth findings to score")
-    names = tuple(class_names) if class_names is not None else tuple(sorted({k for r in records for k in r.findings}))
-    labels = class_labels(records, names)
+        raise ValueError(f"{manifest}: no '{split}' records with ground truth for {list(names)} to score")
+    labels = split_labels[has_truth][:max_images]
     unknown = [n for c, n in enumerate(names) if np.isnan(labels[:, c]).all()]
-    if unknown:
+    if unknown:  # a misspelt class name would otherwise score nothing and look like a missing figure
         raise ValueError(f"{manifest}: no '{split}' record has ground truth for {unknown}")
-    items = [{"image": str(image_path(r, manifest)), "label": torch.as_tensor(labels[i], dtype=torch.float32)}
-             for i, r in enumerate(records)]
-    dataset = Dataset(items, transform=LoadGrayd("image", image_size, load_size))
-    dataset.class_names = names
+    items = [{"image": str(image_path(r, manifest)), "label": torch.as_tensor(labels[i], dtype=torch.float32),
+              "index": i} for i, r in enumerate(records)]
+    dataset = Dataset(items, transform=LoadGrayd("image", image_size, load_size, error_key))
+    dataset.class_names, dataset.records = names, records
+    dataset.left_out = [r for r, keep in zip(split_records, has_truth, strict=True) if not keep]
     return dataset
 
 
