@@ -35,7 +35,6 @@ from monai_vecl.data.phantom import PHANTOM_CLASSES
 from monai_vecl.losses import loss_floors
 from monai_vecl.training import diagnostics
 from monai_vecl.training.step import VECLTrainStep
-from monai_vecl.inference.engine import labeled_dataset, zero_shot_evaluator
 
 BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "vecl_cxr"
 
@@ -95,16 +94,15 @@ def grad_report(network, loss_fn, batch: dict) -> dict[str, float]:
     return norms
 
 
-def fit_report(parser, network, fit_images: int) -> dict[str, float]:
-    manifest = parser.get_parsed_content("manifest")
-    classes = parser.get_parsed_content("validation_classes")
+def fit_report(parser, network) -> dict[str, float]:
+    """Zero-shot PNC / POS macro AUC of ``network`` by the bundle's own evaluators: ``validate#train_fit`` (the
+    first `--fit-images` training images) and ``validate#evaluator`` (validation); see :func:`main`."""
     out = {}
-    for split, prefix, limit in (("train", "train", fit_images), ("validate", "val", None)):
-        data = labeled_dataset(manifest, classes, split, network.image_size, network.load_size, max_images=limit)
-        evaluator = zero_shot_evaluator(network, data, prefix)
+    for key, prefix in (("validate#train_fit", "train"), ("validate#evaluator", "val")):
+        evaluator = parser.get_parsed_content(key)
+        evaluator.network = network
         evaluator.run()
-        metrics = evaluator.state.metrics
-        out |= {k: metrics[k] for k in (f"{prefix}_pnc_auc", f"{prefix}_pos_auc")}
+        out |= {k: evaluator.state.metrics[k] for k in (f"{prefix}_pnc_auc", f"{prefix}_pos_auc")}
     return out
 
 
@@ -163,6 +161,9 @@ def main(argv: list[str] | None = None) -> None:
     torch.manual_seed(0)
     start = time.perf_counter()
     parser = parse_config(args.override)
+    # set before anything is parsed: the evaluators score without the training handlers (no model.pt is written)
+    parser["validate#handlers"] = []
+    parser["train_fit_images"] = args.fit_images
     network, loss_fn = parser.get_parsed_content("network"), parser.get_parsed_content("loss")
     models = {"untrained": network}
     if args.checkpoint:
@@ -183,7 +184,7 @@ def main(argv: list[str] | None = None) -> None:
     print(table({n: grad_report(m, loss_fn, data[0]) for n, m in models.items()}, "gradient norm per module"))
     print(table({n: diagnostics.prompt_contrast(m, PHANTOM_CLASSES) for n, m in models.items()},
                 "text features the fusion sees (cosine)"))
-    print(table({n: fit_report(parser, m, args.fit_images) for n, m in models.items()},
+    print(table({n: fit_report(parser, m) for n, m in models.items()},
                 "zero-shot macro AUC: training subset (fit) and validation"))
     if args.baselines:
         print(table({"phantom": baselines(Path(parser.get_parsed_content("manifest")))},

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+import sklearn
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
 #: The paper's F1 threshold grid: 0.00, 0.01, ..., 1.00.
@@ -244,10 +245,12 @@ def evaluate_scores(
     rng = np.random.default_rng(seed)
     per_class = np.full((n_bootstrap, n_cls, len(keys)), np.nan)
     macro = np.full((n_bootstrap, len(keys)), np.nan)
-    for b in range(n_bootstrap):
-        boot = table(rng.integers(0, len(y), len(y)))
-        per_class[b] = [[r[k] for k in keys] for r in boot]
-        macro[b] = [_macro(boot, keys)[k] for k in keys]
+    # the point estimate checked these arrays; replicates are resamples of them, so skip scikit-learn's checks
+    with sklearn.config_context(assume_finite=True, skip_parameter_validation=True):
+        for b in range(n_bootstrap):
+            boot = table(rng.integers(0, len(y), len(y)))
+            per_class[b] = [[r[k] for k in keys] for r in boot]
+            macro[b] = [_macro(boot, keys)[k] for k in keys]
     lo, hi = 100 * (1 - ci) / 2, 100 * (1 + ci) / 2
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns (class absent from replicates)

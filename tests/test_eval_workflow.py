@@ -9,12 +9,14 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from monai.data import DataLoader
+from monai.engines import SupervisedEvaluator
 
 from monai_vecl.data.manifest import Record, class_labels, read_manifest, write_manifest
 from monai_vecl.data.phantom import generate_phantom
 from monai_vecl.evaluation.workflow import FeatureMapStep, ProbeStep, RetrievalStep, ZeroShotEvaluation
 from monai_vecl.inference import load_weights
-from monai_vecl.inference.engine import labeled_dataset, zero_shot_evaluator
+from monai_vecl.inference.engine import ZeroShotInferer, labeled_dataset
 from monai_vecl.networks import build_vecl
 
 CLASSES = ("Atelectasis", "Pleural Effusion", "Cardiomegaly", "Lung Opacity", "Pulmonary Edema")
@@ -62,7 +64,9 @@ def test_evaluation_writes_tables_plots_extras_and_mlflow(phantom, tmp_path):
     out = tmp_path / "eval"
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     network = build_vecl("small", image_size=64, load_size=72)
-    evaluator = zero_shot_evaluator(network, labeled_dataset(phantom, CLASSES, "validate", 64, 72), batch_size=16)
+    # the evaluator as validate#evaluator builds it; the evaluation gives it each split in turn
+    evaluator = SupervisedEvaluator(device="cpu", network=network, inferer=ZeroShotInferer(CLASSES), decollate=False,
+                                    val_data_loader=DataLoader(labeled_dataset(phantom, CLASSES, "validate", 64, 72)))
     ev = ZeroShotEvaluation(
         evaluator,
         phantom,

@@ -102,7 +102,7 @@ def test_train_stop_resume_and_mlflow_store(bundle, phantom):
     evaluations = [r for r in all_runs if r.info.run_name.startswith("evaluate-")]
     runs = [r for r in all_runs if r not in evaluations]
     assert len(runs) == 1  # the resumed run continued the same MLflow run
-    assert len(evaluations) == 1 and "test_pnc_macro_auc" in evaluations[0].data.metrics  # the final test table
+    assert len(evaluations) == 1 and "test_pnc_macro_auc" in evaluations[0].data.metrics  # the evaluation's test table
     run = runs[0]
     assert run.info.status == "FINISHED"
     loss_steps = [m.step for m in client.get_metric_history(run.info.run_id, "train_loss")]

@@ -154,20 +154,3 @@ class ZeroShotAUC(Metric):
         result = self.compute()
         engine.state.metrics.update(result)
         engine.state.metrics[name] = result[f"{self.prefix}_pnc_auc"]
-
-
-def zero_shot_evaluator(network: torch.nn.Module, dataset: Dataset, prefix: str = "val", batch_size: int = 64,
-                        pos_template: str = POS_TEMPLATE, neg_template: str = NEG_TEMPLATE) -> Any:
-    """A ``SupervisedEvaluator`` scoring ``dataset`` (:func:`labeled_dataset`) zero-shot; after ``run()`` its
-    ``state.metrics`` hold ``<prefix>_pnc_auc`` and the rest of :class:`ZeroShotAUC`. The bundle's
-    ``validate#evaluator`` is this evaluator written in YAML."""
-    from monai.data import DataLoader
-    from monai.engines import SupervisedEvaluator
-
-    from monai_vecl.inference.zero_shot import model_device
-
-    names = dataset.class_names
-    return SupervisedEvaluator(
-        device=model_device(network), val_data_loader=DataLoader(dataset, batch_size=batch_size), network=network,
-        inferer=ZeroShotInferer(names, pos_template, neg_template, batch_size),
-        key_val_metric={f"{prefix}_pnc_auc": ZeroShotAUC(names, prefix)}, decollate=False)
