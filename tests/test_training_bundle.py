@@ -68,12 +68,12 @@ def run_training(bundle: Path, phantom: Path, interrupt_at: int | None = None, t
     return workflow
 
 
-def run_evaluation(bundle: Path, phantom: Path, **overrides) -> dict:
+def run_evaluation(bundle: Path, phantom: Path, tracking: str | None = "mlflow", **overrides) -> dict:
     """Run the bundle's ``evaluating`` list (train.yaml + evaluate.yaml) as the README does after training; returns
-    the summary it writes."""
+    the summary it writes. ``--tracking mlflow`` must not add a run: the evaluation logs its own."""
     configs = [str(bundle / "configs" / name) for name in ("train.yaml", "evaluate.yaml")]
     workflow = ConfigWorkflow(config_file=configs, meta_file=str(bundle / "configs" / "metadata.json"),
-                              logging_file=False, run_id="evaluating", bundle_root=str(bundle),
+                              logging_file=False, run_id="evaluating", tracking=tracking, bundle_root=str(bundle),
                               **{**TINY, "dataset_manifest": str(phantom), "eval_extras": [], "n_bootstrap": 20,
                                  **overrides})
     workflow.initialize()
@@ -101,7 +101,7 @@ def test_train_stop_resume_and_mlflow_store(bundle, phantom):
     all_runs = client.search_runs([client.get_experiment_by_name("vecl").experiment_id])
     evaluations = [r for r in all_runs if r.info.run_name.startswith("evaluate-")]
     runs = [r for r in all_runs if r not in evaluations]
-    assert len(runs) == 1  # the resumed run continued the same MLflow run
+    assert len(runs) == 1  # the resumed run continued the same MLflow run; the evaluation added none but its own
     assert len(evaluations) == 1 and "test_pnc_macro_auc" in evaluations[0].data.metrics  # the evaluation's test table
     run = runs[0]
     assert run.info.status == "FINISHED"
@@ -139,7 +139,7 @@ def test_train_stop_resume_and_mlflow_store(bundle, phantom):
 
     # the validation AUC logged in training is the evaluation's AUC on the same split and weights
     check = run_evaluation(bundle, phantom, eval_splits=["validate"], eval_validation_split=None, eval_modes=["pnc"],
-                           n_bootstrap=0, tracking_uri=None, thresholds_file=None,
+                           n_bootstrap=0, tracking=None, tracking_uri=None, thresholds_file=None,
                            eval_dir=str(bundle / "outputs" / "check"))
     assert check["validate_pnc"]["auc"] == pytest.approx(max(aucs), abs=1e-6)
 
