@@ -112,7 +112,8 @@ class PipelineConfig:
             raise ValueError("deploy.model: exported scores with the exported head, which has no attention maps: "
                              "set deploy.grounding.enabled: false (or deploy.model: bundle)")
         if self.model == "exported" and self.bundle_root is None:
-            raise ValueError(f"deploy.model: exported needs deploy.bundle_root (the head is the bundle's {EXPORTED_FILE})")
+            raise ValueError(f"deploy.model: exported needs deploy.bundle_root (the head is the bundle's "
+                             f"{EXPORTED_FILE})")
         resolve_device(self.device)
         for name, threshold in self.site_thresholds.items():
             if not 0.0 <= threshold <= 1.0:
@@ -492,7 +493,7 @@ class StudyPipeline:
         with self._lock:
             if self.classifier is None:
                 # without the profiling executor: its first runs re-optimise the traced graph (tenths of a second to
-                # seconds on 2 cores, measured) for no gain on this head once warm
+                # seconds of the cold start on 2 CPU cores, measured) for the same warm time there
                 with torch.no_grad(), torch.jit.optimized_execution(False):
                     scores = self.model(image.to(self.device))[0, self.columns].cpu()
             else:

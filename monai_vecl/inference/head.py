@@ -93,7 +93,7 @@ class ZeroShotHead(nn.Module):
             self.register_buffer(f"{prefix}_mask", mask, persistent=False)
 
     def record_contract(self, model_sha256: str | None) -> None:
-        """Record the contract for the weights of sha256 ``model_sha256`` (a buffer: the TorchScript module keeps it)."""
+        """Record the contract for the weights of sha256 ``model_sha256`` (a buffer, which TorchScript keeps)."""
         config = self.classifier.model.config
         extra = {} if self.thresholds_file is None else {
             "thresholds_file": os.path.relpath(self.thresholds_file, self.model_file.parent)}
@@ -122,7 +122,7 @@ class ZeroShotHead(nn.Module):
         return pnc(p_pos, entail_probs(self.body, feats, [TextFeatures(self.neg_memory, self.neg_mask)]))
 
     def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False) -> Any:
-        """Load the network's weights (its plain ``state_dict``), encode the prompts with them and record the contract."""
+        """Load the network's weights (its plain ``state_dict``), encode the prompts with them, record the contract."""
         digest = self._weights_digest(state_dict)  # before loading: other weights leave the head as it was
         result = self.classifier.model.load_state_dict(state_dict, strict=strict, assign=assign)
         self.encode_prompts()
