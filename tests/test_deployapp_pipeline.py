@@ -32,6 +32,7 @@ from monai_vecl.deploy.pipeline import (
     resolve_thresholds,
     save_sr,
 )
+from monai_vecl.inference.export import HeadContract
 from monai_vecl.inference.head import ZeroShotHead
 from monai_vecl.inference.zero_shot import ZeroShotClassifier
 from monai_vecl.networks import build_vecl
@@ -178,6 +179,16 @@ def test_a_stale_or_contract_less_export_is_refused_with_what_to_do(bundle, twin
     _export_head(twin, model, CLASSES, weights=other)
     with pytest.raises(ValueError, match="calibrated for model sha256 .*model.ts was exported from"):
         StudyPipeline(settings)
+
+
+def test_the_contract_round_trips_and_a_malformed_one_fails_naming_the_file():
+    contract = HeadContract(tuple(CLASSES), "There is {}", "There is no {}", "pnc", 128, 144, "ab" * 32)
+    assert HeadContract.from_buffer(contract.to_buffer(), "model.ts") == contract
+    broken = torch.frombuffer(bytearray(b'{"format": 1, "class_names": []}'), dtype=torch.uint8)
+    with pytest.raises(ValueError, match="model.ts: unreadable deployment contract .*export the head again"):
+        HeadContract.from_buffer(broken, "model.ts")
+    with pytest.raises(ValueError, match="score_mode must be one of"):
+        HeadContract(tuple(CLASSES), "a {}", "no {}", "PNC", 128, 144)
 
 
 def test_the_exported_path_imports_neither_monai_nor_transformers_nor_the_network_code(twin):

@@ -22,7 +22,7 @@ from monai_vecl.inference.zero_shot import MODES
 from monai_vecl.thresholds import FILE_NAME
 
 FORMAT = 1
-#: The head's buffer holding :meth:`HeadContract.to_json` as UTF-8 bytes (:func:`to_buffer`, :func:`from_buffer`).
+#: The head's buffer holding the contract's JSON as UTF-8 bytes (:meth:`HeadContract.to_buffer`, ``from_buffer``).
 BUFFER = "deploy_contract"
 #: The extra file in which ``ckpt_export`` stores ``configs/inference.yaml`` (as JSON).
 CONFIG_EXTRA_FILE = "inference.json"
