@@ -22,7 +22,7 @@ import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -31,7 +31,9 @@ from torch import nn
 
 from monai_vecl.config import check_bool, check_fields
 from monai_vecl.data.preprocess import center_crop, resize_longest_and_pad
-from monai_vecl.networks import TextFeatures
+
+if TYPE_CHECKING:  # an annotation only: the deploy app imports this module without the network code
+    from monai_vecl.networks import TextFeatures
 
 METHODS = ("attention", "gradcam", "gradcampp")
 LAYERS = ("all", "last")

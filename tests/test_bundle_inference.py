@@ -28,7 +28,9 @@ from monai_vecl.data.dicom_image import dicom_to_gray01
 from monai_vecl.data.manifest import Record, write_manifest
 from monai_vecl.data.phantom import generate_phantom
 from monai_vecl.data.preprocess import read_gray
-from monai_vecl.inference import ZeroShotClassifier, pnc, preprocess
+from monai_vecl.deploy.pipeline import load_bundle
+from monai_vecl.inference import NEG_TEMPLATE, POS_TEMPLATE, ZeroShotClassifier, pnc, preprocess
+from monai_vecl.inference.export import HeadContract
 from monai_vecl.inference.head import ZeroShotHead
 from monai_vecl.inference.workflow import calibrated_thresholds, list_images
 from monai_vecl.networks import build_vecl
@@ -230,6 +232,12 @@ def test_exported_head_scores_like_the_classifier_without_a_text_encoder(bundle,
     head, meta, extra = load_net_with_metadata(exported, more_extra_files=["inference.json"])
     assert meta["version"] == json.loads((BUNDLE / "configs" / "metadata.json").read_text())["version"]
     assert json.loads(extra["inference.json"])["class_names"] == CLASSES
+    # the deployment contract the head records, as the deploy app reads it (no ConfigParser)
+    sha = hashlib.sha256((bundle / "models" / "model.pt").read_bytes()).hexdigest()
+    assert HeadContract.from_buffer(head.deploy_contract, str(exported)) == HeadContract(
+        tuple(CLASSES), POS_TEMPLATE, NEG_TEMPLATE, "pnc", 128, 144, sha, "thresholds.json")
+    loaded = load_bundle(bundle, torch.device("cpu"), exported=True)
+    assert loaded.thresholds_file == bundle / "models" / "thresholds.json" and loaded.model_sha256 == sha
     names = list(reference)
     x = torch.stack([preprocess(read_gray(images / name), network) for name in names])  # 5 images, traced with 1
     expected = torch.stack([reference[name][1] for name in names])
@@ -245,6 +253,19 @@ def test_exported_head_scores_like_the_classifier_without_a_text_encoder(bundle,
     assert run.stdout.strip().splitlines()[-1] == "[]"
     assert (torch.load(tmp_path / "y.pt") - expected).abs().max() <= 1e-5
     assert exported.stat().st_size < (bundle / "models" / "model.pt").stat().st_size / 4  # no text encoder weights
+
+
+def test_head_records_the_digest_of_its_model_file_only_for_that_files_weights(network, tmp_path):
+    weights = tmp_path / "model.pt"
+    torch.save(network.state_dict(), weights)
+    head = ZeroShotHead(build_vecl("small").eval(), CLASSES[:2], model_file=weights)
+    assert HeadContract.from_buffer(head.deploy_contract, "head").model_sha256 is None  # no weights loaded yet
+    head.load_state_dict(torch.load(weights, weights_only=True))
+    assert HeadContract.from_buffer(head.deploy_contract, "head").model_sha256 == hashlib.sha256(
+        weights.read_bytes()).hexdigest()
+    torch.manual_seed(5)
+    with pytest.raises(ValueError, match="not those of its model_file"):
+        head.load_state_dict(build_vecl("small").state_dict())
 
 
 def test_head_loads_the_network_weights_and_encodes_the_prompts_again(network):

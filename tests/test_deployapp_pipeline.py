@@ -3,9 +3,12 @@ scoring wiring, calibrated and site thresholds, study triage, notice SRs, bad in
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -24,10 +27,12 @@ from monai_vecl.deploy.pipeline import (
     PipelineConfig,
     StudyPipeline,
     group_by_study,
+    load_bundle,
     resolve_findings,
     resolve_thresholds,
     save_sr,
 )
+from monai_vecl.inference.export import HeadContract
 from monai_vecl.inference.head import ZeroShotHead
 from monai_vecl.inference.zero_shot import ZeroShotClassifier
 from monai_vecl.networks import build_vecl
@@ -86,38 +91,118 @@ def pipeline(bundle):
     )
 
 
-def _export_head(root: Path, model: torch.nn.Module, class_names: list[str]) -> None:
-    """``models/model.ts`` as the bundle's ``ckpt_export --use_trace`` writes it (traced head, inference.json)."""
-    _bundle_configs(root, image_size=model.image_size, load_size=model.load_size)
-    head = ZeroShotHead(model, class_names, INFERENCE["pos_template"], INFERENCE["neg_template"]).eval()
+def _export_head(root: Path, model: torch.nn.Module, class_names: list[str], weights: Path | None = None,
+                 **head_options) -> Path:
+    """``models/model.ts`` as the bundle's ``ckpt_export --use_trace`` writes it: the head (recording the deployment
+    contract of ``weights``, default the bundle's model.pt) traced, inference.yaml stored as ``inference.json``."""
+    weights = weights or root / "models" / "model.pt"
+    head = ZeroShotHead(copy.deepcopy(model), class_names, INFERENCE["pos_template"], INFERENCE["neg_template"],
+                        model_file=weights, **head_options).eval()  # a copy: loading weights must not change ``model``
+    head.load_state_dict(torch.load(weights, weights_only=True))  # what ckpt_export does with --ckpt_file
     traced = torch.jit.trace(head, torch.rand(1, 3, model.image_size, model.image_size))
-    torch.jit.save(traced, str(root / "models" / "model.ts"),
-                   _extra_files={"inference.json": json.dumps({"class_names": class_names})})
+    config = yaml.safe_load((root / "configs" / "inference.yaml").read_text())
+    path = root / "models" / "model.ts"
+    torch.jit.save(traced, str(path), _extra_files={"inference.json": json.dumps(config)})
+    return path
 
 
-def test_exported_head_gives_the_same_sr_as_the_bundle_network(bundle, tmp_path):
+@pytest.fixture
+def twin(bundle, tmp_path):
+    """A copy of the bundle (weights, thresholds, inference.yaml with the input geometry) and its exported head."""
     root, model = bundle
-    twin = tmp_path / "bundle"
-    (twin / "models").mkdir(parents=True)
+    twin = _bundle_configs(tmp_path / "bundle", image_size=model.image_size, load_size=model.load_size)
+    (twin / "models").mkdir()
     for name in ("model.pt", "thresholds.json"):
         (twin / "models" / name).write_bytes((root / "models" / name).read_bytes())
     _export_head(twin, model, CLASSES)
+    return twin
+
+
+def test_exported_head_gives_the_same_sr_as_the_bundle_network(twin):
     settings = {"bundle_root": str(twin), "device": "cpu", "findings": NAMES, "grounding": {"enabled": False}}
     network = StudyPipeline(settings)
     exported = StudyPipeline({**settings, "model": "exported"})
     assert not hasattr(exported.model, "text_encoder") and exported.classifier is None
+    assert exported.fingerprint == network.fingerprint  # the digest the export recorded: model.pt's
     a, b = network.process([rg1_path()]), exported.process([rg1_path()])
     assert list(b.scores) == NAMES  # the reported columns of the head's four, in the site's order
     np.testing.assert_allclose([b.scores[n] for n in NAMES], [a.scores[n] for n in NAMES], atol=1e-5)
     assert measurement_groups(b.sr) == measurement_groups(a.sr) and b.seg is None
+    assert b.findings[0].threshold == CALIBRATED["Pleural Effusion"]  # thresholds checked against that digest
     with pytest.raises(ValueError, match="deploy.grounding.enabled: false"):
         StudyPipeline({**settings, "model": "exported", "grounding": {"enabled": True}})
-    _export_head(twin, model, CLASSES[::-1])
-    with pytest.raises(ValueError, match="export the head again"):
-        StudyPipeline({**settings, "model": "exported"})
     (twin / "models" / "model.ts").unlink()
     with pytest.raises(FileNotFoundError, match="ckpt_export"):
         StudyPipeline({**settings, "model": "exported"})
+
+
+def test_the_exported_path_reads_its_contract_from_the_head_not_from_the_config(bundle, twin):
+    _, model = bundle
+    (twin / "models" / "model.pt").unlink()  # the head holds the weights and records their digest
+    (twin / "models" / "calibrated.json").write_bytes((twin / "models" / "thresholds.json").read_bytes())
+    (twin / "models" / "thresholds.json").unlink()
+    # a head whose contract differs from what inference.yaml says, exported from a copy of the weights
+    copy = twin / "weights" / "model.pt"
+    copy.parent.mkdir()
+    copy.write_bytes((bundle[0] / "models" / "model.pt").read_bytes())
+    _export_head(twin, model, CLASSES[::-1], weights=copy, thresholds_file=twin / "models" / "calibrated.json")
+    loaded = load_bundle(twin, torch.device("cpu"), exported=True)
+    assert loaded.class_names == tuple(CLASSES[::-1]) and loaded.exported
+    assert (loaded.image_size, loaded.load_size, loaded.score_mode) == (model.image_size, model.load_size, "pnc")
+    assert loaded.model_sha256 == hashlib.sha256(copy.read_bytes()).hexdigest()
+    assert loaded.thresholds_file == twin / "models" / "../models/calibrated.json"  # relative to the weights' folder
+    pipeline = StudyPipeline({"bundle_root": str(twin), "device": "cpu", "model": "exported", "findings": NAMES,
+                              "grounding": {"enabled": False}})
+    assert pipeline.thresholds["Pleural Effusion"].value == CALIBRATED["Pleural Effusion"]
+
+
+def test_a_stale_or_contract_less_export_is_refused_with_what_to_do(bundle, twin):
+    root, model = bundle
+    settings = {"bundle_root": str(twin), "device": "cpu", "model": "exported", "grounding": {"enabled": False}}
+    _bundle_configs(twin, image_size=model.image_size, load_size=model.load_size, class_names=CLASSES[::-1])
+    with pytest.raises(ValueError, match=r"stale: .*\(keys that differ: \['class_names'\]\); export the head again"):
+        StudyPipeline(settings)
+    _export_head(twin, model, CLASSES)  # exported again from the changed inference.yaml: accepted
+    StudyPipeline(settings)
+    # an export made before the contract existed: the head without its buffer
+    head = ZeroShotHead(model, CLASSES).eval()
+    del head._buffers["deploy_contract"]
+    traced = torch.jit.trace(head, torch.rand(1, 3, model.image_size, model.image_size))
+    config = yaml.safe_load((twin / "configs" / "inference.yaml").read_text())
+    torch.jit.save(traced, str(twin / "models" / "model.ts"), _extra_files={"inference.json": json.dumps(config)})
+    with pytest.raises(ValueError, match="records no deployment contract .*export the head again"):
+        StudyPipeline(settings)
+    # other weights than those the thresholds were calibrated for: the export's digest is checked
+    other = twin / "other.pt"
+    torch.manual_seed(3)
+    torch.save(build_vecl("small").state_dict(), other)
+    _export_head(twin, model, CLASSES, weights=other)
+    with pytest.raises(ValueError, match="calibrated for model sha256 .*model.ts was exported from"):
+        StudyPipeline(settings)
+
+
+def test_the_contract_round_trips_and_a_malformed_one_fails_naming_the_file():
+    contract = HeadContract(tuple(CLASSES), "There is {}", "There is no {}", "pnc", 128, 144, "ab" * 32)
+    assert HeadContract.from_buffer(contract.to_buffer(), "model.ts") == contract
+    broken = torch.frombuffer(bytearray(b'{"format": 1, "class_names": []}'), dtype=torch.uint8)
+    with pytest.raises(ValueError, match="model.ts: unreadable deployment contract .*export the head again"):
+        HeadContract.from_buffer(broken, "model.ts")
+    with pytest.raises(ValueError, match="score_mode must be one of"):
+        HeadContract(tuple(CLASSES), "a {}", "no {}", "PNC", 128, 144)
+
+
+def test_the_exported_path_imports_neither_monai_nor_transformers_nor_the_network_code(twin):
+    script = (
+        "import sys; from monai_vecl.deploy.pipeline import StudyPipeline; "
+        f"StudyPipeline({{'bundle_root': {str(twin)!r}, 'device': 'cpu', 'model': 'exported', "
+        "'grounding': {'enabled': False}}); "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('monai', 'transformers', 'sklearn') "
+        "or m.startswith('monai_vecl.networks') or m.startswith('monai_vecl.evaluation')))"
+    )
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, check=False,
+                         cwd=REPO)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.strip().splitlines()[-1] == "[]"
 
 
 def test_scores_come_from_the_bundle_weights(pipeline, bundle):

@@ -4,7 +4,8 @@
 bundle is the source of truth for everything the model was trained and calibrated with
 (:func:`load_bundle`: ``configs/inference.yaml`` → ``network_def`` with its preprocessing geometry
 and intensity statistics, ``model_file``, ``class_names``, ``pos_template`` / ``neg_template``,
-``score_mode``, ``thresholds_file``); ``deploy/config.yaml`` holds only site settings
+``score_mode``, ``thresholds_file``; with ``deploy.model: exported`` the same as the exported head
+records them, checked against that file); ``deploy/config.yaml`` holds only site settings
 (:class:`PipelineConfig`). Without ``bundle_root`` an untrained ``small`` network scores, for
 wiring tests only (with a loud warning). ``process(paths)`` then reads the study's headers, selects
 a frontal chest radiograph, converts it to display grayscale, preprocesses it with the network's
@@ -34,6 +35,7 @@ from typing import Any
 
 import pydicom
 import torch
+import yaml
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
@@ -53,6 +55,7 @@ from monai_vecl.deploy.sr import (
 )
 from monai_vecl.files import atomic_open, sha256_file
 from monai_vecl.grounding import GroundingConfig, to_source_frame
+from monai_vecl.inference.export import BUFFER, CONFIG_EXTRA_FILE, HeadContract
 from monai_vecl.inference.zero_shot import (
     MODES,
     NEG_TEMPLATE,
@@ -76,10 +79,10 @@ MOVED_TO_BUNDLE = {"model_file": "model_file", "score_mode": "score_mode", "prom
 #: ``configs/inference.yaml`` keys the deployment reads.
 BUNDLE_KEYS = ("network_def", "model_file", "class_names", "pos_template", "neg_template", "score_mode")
 #: ``deploy.model``: ``bundle`` scores with the network and its text encoder (prompts encoded at start-up);
-#: ``exported`` with the TorchScript zero-shot head ``ckpt_export`` wrote (:data:`EXPORTED_FILE` beside the
-#: weights): prompt features baked in, no text encoder, no grounding maps (they need the fusion's attention).
+#: ``exported`` with the TorchScript zero-shot head ``ckpt_export`` wrote (:data:`EXPORTED_FILE`, ckpt_export's
+#: default place): prompt features baked in, no text encoder, no grounding maps (they need the fusion's attention).
 MODELS = ("bundle", "exported")
-EXPORTED_FILE = "model.ts"
+EXPORTED_FILE = "models/model.ts"
 
 
 @dataclass(frozen=True)
@@ -109,7 +112,7 @@ class PipelineConfig:
             raise ValueError("deploy.model: exported scores with the exported head, which has no attention maps: "
                              "set deploy.grounding.enabled: false (or deploy.model: bundle)")
         if self.model == "exported" and self.bundle_root is None:
-            raise ValueError("deploy.model: exported needs deploy.bundle_root (the head is the bundle's models/"
+            raise ValueError(f"deploy.model: exported needs deploy.bundle_root (the head is the bundle's "
                              f"{EXPORTED_FILE})")
         resolve_device(self.device)
         for name, threshold in self.site_thresholds.items():
@@ -184,7 +187,7 @@ class BundleInference:
     pos_template: str
     neg_template: str
     score_mode: str
-    model_file: Path | None
+    model_sha256: str | None  # of the weights file: the model's identity, what the thresholds were calibrated for
     thresholds_file: Path | None
     version: str
     image_size: int
@@ -194,18 +197,19 @@ class BundleInference:
 
 def load_bundle(bundle_root: Path, device: torch.device, exported: bool = False) -> BundleInference:
     """Read ``configs/inference.yaml`` with MONAI's ``ConfigParser`` and load the weights (:func:`load_weights`),
-    or with ``exported`` the TorchScript head (``torch.jit.load``: no network code, no text encoder).
+    or with ``exported`` the TorchScript head and the contract it records (:func:`load_exported`).
 
-    A missing or mistyped key fails naming the key and the file, an exported head for other class names than
-    the bundle's names both. ``thresholds_file`` defaults to the calibration's place beside the weights
-    (:data:`monai_vecl.thresholds.FILE_NAME`); the weights' file stays the model's identity (its hash is what
-    the thresholds were calibrated for), so it must be there in both cases.
+    A missing or mistyped key fails naming the key and the file. ``thresholds_file`` defaults to the calibration's
+    place beside the weights (:data:`monai_vecl.thresholds.FILE_NAME`); the weights' file is the model's identity
+    (its hash is what the thresholds were calibrated for).
     """
-    from monai.bundle import ConfigParser  # monai.bundle pulls in heavy optional modules; only load it here
-
     config_file = bundle_root / "configs" / "inference.yaml"
     if not config_file.is_file():
         raise FileNotFoundError(f"bundle {bundle_root} lacks configs/inference.yaml (train the bundle first)")
+    if exported:
+        return load_exported(bundle_root, device)
+    from monai.bundle import ConfigParser  # imports all of MONAI (transformers included): only on this path
+
     parser = ConfigParser()
     parser.read_config(str(config_file))
     parser["bundle_root"] = str(bundle_root)
@@ -224,43 +228,60 @@ def load_bundle(bundle_root: Path, device: torch.device, exported: bool = False)
     if not model_file.is_file():
         raise FileNotFoundError(f"bundle {bundle_root} lacks its weights {model_file} (train the bundle first)")
     thresholds = parser.get_parsed_content("thresholds_file") if "thresholds_file" in parser else None
-    if exported:  # the network is not built (that would load the text encoder): its geometry from the config
-        network = _load_exported(model_file.with_name(EXPORTED_FILE), names, device)
-        missing = [key for key in ("image_size", "load_size") if key not in parser]
-        if missing:
-            raise ValueError(f"{config_file}: deploy.model: exported needs {missing} (the head's input geometry)")
-        geometry = [parser.get_parsed_content(key) for key in ("image_size", "load_size")]
-    else:
-        network = load_weights(parser.get_parsed_content("network_def"), model_file).to(device)
-        geometry = [network.config.image_size, network.config.load_size]
+    network = load_weights(parser.get_parsed_content("network_def"), model_file).to(device)
     return BundleInference(
         network=network.eval(),
         class_names=tuple(names),
         pos_template=values["pos_template"],
         neg_template=values["neg_template"],
         score_mode=values["score_mode"],
-        model_file=model_file,
+        model_sha256=sha256_file(model_file),
         thresholds_file=model_file.with_name(FILE_NAME) if thresholds is None else bundle_root / thresholds,
         version=f"bundle {_bundle_version(bundle_root)}",
-        image_size=int(geometry[0]),
-        load_size=int(geometry[1]),
-        exported=exported,
+        image_size=network.config.image_size,
+        load_size=network.config.load_size,
     )
 
 
-def _load_exported(path: Path, class_names: Sequence[str], device: torch.device) -> torch.nn.Module:
-    """The head ``ckpt_export`` wrote; the class names in its ``inference.json`` must be the bundle's, in order,
-    since its score columns are those names."""
+def load_exported(bundle_root: Path, device: torch.device) -> BundleInference:
+    """The head ``ckpt_export`` wrote to :data:`EXPORTED_FILE` and its contract (:mod:`monai_vecl.inference.export`),
+    read with ``torch.jit.load`` alone: no ``ConfigParser``, no network code, no text encoder.
+
+    The bundle stays the source of truth: the ``configs/inference.yaml`` the head was exported from (its
+    ``inference.json``) must be the bundle's as it is now, else the export is stale and refused. The weights'
+    identity is the digest the contract records for the file the head's weights came from (not a hash of
+    ``model.pt`` now: the head scores with those weights, and the thresholds must be calibrated for them).
+    """
+    path = bundle_root / EXPORTED_FILE
     if not path.is_file():
         raise FileNotFoundError(f"no exported head {path}: run the bundle README's ckpt_export command (deploy.model: "
                                 "exported)")
-    extra = {"inference.json": ""}
+    extra = {CONFIG_EXTRA_FILE: ""}
     head = torch.jit.load(str(path), map_location=device, _extra_files=extra)
-    exported_names = json.loads(extra["inference.json"] or "{}").get("class_names")
-    if exported_names != list(class_names):
-        raise ValueError(f"{path} scores {exported_names}, the bundle's class_names are {list(class_names)}: export "
-                         "the head again from this bundle")
-    return head
+    config_file = bundle_root / "configs" / "inference.yaml"
+    exported_config = json.loads(extra[CONFIG_EXTRA_FILE] or "{}")
+    config = yaml.safe_load(config_file.read_text()) or {}  # ckpt_export stored it as yaml.safe_load read it
+    if exported_config != config:
+        changed = sorted(k for k in {*exported_config, *config} if exported_config.get(k) != config.get(k))
+        raise ValueError(f"{path} is stale: it was exported from another {config_file} (keys that differ: {changed}); "
+                         "export the head again (the bundle README's ckpt_export command)")
+    contract = HeadContract.from_buffer(getattr(head, BUFFER, None), str(path))
+    if contract.model_sha256 is None:
+        raise ValueError(f"{path} records no weights digest (its export_head has no model_file): export the head "
+                         "again with the bundle's configs/inference.yaml")
+    return BundleInference(
+        network=head.eval(),
+        class_names=contract.class_names,
+        pos_template=contract.pos_template,
+        neg_template=contract.neg_template,
+        score_mode=contract.score_mode,
+        model_sha256=contract.model_sha256,
+        thresholds_file=path.parent / contract.thresholds_file,
+        version=f"bundle {_bundle_version(bundle_root)}",
+        image_size=contract.image_size,
+        load_size=contract.load_size,
+        exported=True,
+    )
 
 
 def untrained_bundle(device: torch.device) -> BundleInference:
@@ -332,7 +353,7 @@ def resolve_findings(config: PipelineConfig, class_names: Sequence[str]) -> list
     return findings
 
 
-def load_calibration(bundle: BundleInference, model_sha256: str | None) -> ThresholdTable | None:
+def load_calibration(bundle: BundleInference) -> ThresholdTable | None:
     """The bundle's calibrated thresholds, checked against the model and score mode; None when there are none.
 
     Thresholds calibrated for other weights or another score mode would be silently wrong, so
@@ -341,7 +362,9 @@ def load_calibration(bundle: BundleInference, model_sha256: str | None) -> Thres
     path = bundle.thresholds_file
     if path is None:
         return None
-    table = load_checked(path, bundle.score_mode, model_sha256, scorer="the bundle", model_name="bundle model")
+    model_name = (f"the weights {EXPORTED_FILE} was exported from (export it again if the weights changed)"
+                  if bundle.exported else "bundle model")
+    table = load_checked(path, bundle.score_mode, bundle.model_sha256, scorer="the bundle", model_name=model_name)
     if table is None:
         log.warning("no calibrated thresholds at %s: findings without a site threshold get no present/absent call",
                     path)
@@ -401,13 +424,13 @@ class StudyPipeline:
             )
             warnings.warn(message, stacklevel=2)
             log.warning(message)
-            self.bundle, fingerprint = untrained_bundle(self.device), "untrained"
+            self.bundle = untrained_bundle(self.device)
         else:
             self.bundle = load_bundle(self.config.bundle_root, self.device, exported=self.config.model == "exported")
-            fingerprint = sha256_file(self.bundle.model_file)
+        fingerprint = self.bundle.model_sha256 or "untrained"
         self.model = self.bundle.network
         findings = resolve_findings(self.config, self.bundle.class_names)
-        self.calibration = load_calibration(self.bundle, fingerprint)
+        self.calibration = load_calibration(self.bundle)
         self.thresholds = resolve_thresholds(findings, self.calibration, self.config.site_thresholds)
         for name, chosen in self.thresholds.items():
             log.info("threshold %s: %s (%s)", name, "none" if chosen.value is None else f"{chosen.value:g}",
@@ -469,7 +492,9 @@ class StudyPipeline:
         image = preprocess_gray(gray01, self.bundle.image_size, self.bundle.load_size)[None]
         with self._lock:
             if self.classifier is None:
-                with torch.no_grad():
+                # without the profiling executor: its first runs re-optimise the traced graph (tenths of a second to
+                # seconds of the cold start on 2 CPU cores, measured) for the same warm time there
+                with torch.no_grad(), torch.jit.optimized_execution(False):
                     scores = self.model(image.to(self.device))[0, self.columns].cpu()
             else:
                 scores = self.classifier.scores(image, mode=self.bundle.score_mode)[0]
