@@ -13,13 +13,15 @@ progress bar.
 
 The arms take turns in blocks of ``--steps`` steps (the engine paused with ignite's ``interrupt()`` and
 resumed with ``run()``), the first arm of each round alternating, so the load of other processes on the
-machine falls on both alike; ``--warmup`` steps of each arm (loader start, allocator) are left out. Prints,
+machine falls on both alike; ``--warmup`` steps of each arm (loader start, allocator) are left out, and the
+first ``--settle`` steps of every block: a resumed arm starts on the batches its loader decoded while paused,
+so its first step is short and its second long, which continuous training never sees. Prints,
 per arm, the median wall and CPU seconds (this process, all threads) per step, the ratio engine / loop of
 those medians and the median of the per-round ratios of block medians (each pair run back to back, so a
 change of load between rounds cancels), the fastest tenth of the wall seconds (other processes only add time)
 and its ratio, and the torch thread count each arm stepped with.
 
-Usage: python bench/bench_engine_step.py [--steps 25] [--repeats 3] [--warmup 3] [override=value ...]
+Usage: python bench/bench_engine_step.py [--steps 25] [--repeats 3] [--warmup 3] [--settle 2] [override=value ...]
 """
 
 from __future__ import annotations
@@ -52,28 +54,33 @@ def parser_for(out: Path, overrides: list[str]) -> ConfigParser:
 
 
 class Timer:
-    """Wall and process CPU seconds of each step since the previous one (or since :meth:`start`)."""
+    """Wall and process CPU seconds of each step since the previous one, leaving out the first ``settle`` steps
+    after each :meth:`start`."""
 
-    def __init__(self) -> None:
+    def __init__(self, settle: int) -> None:
+        self.settle = settle
         self.wall: list[float] = []
         self.cpu: list[float] = []
         self.threads: set[int] = set()
 
     def start(self) -> None:
-        self._wall, self._cpu = time.perf_counter(), time.process_time()
+        self._wall, self._cpu, self._skip = time.perf_counter(), time.process_time(), self.settle
 
     def tick(self) -> None:
         wall, cpu = time.perf_counter(), time.process_time()
-        self.wall.append(wall - self._wall)
-        self.cpu.append(cpu - self._cpu)
-        self.threads.add(torch.get_num_threads())
+        if self._skip:
+            self._skip -= 1
+        else:
+            self.wall.append(wall - self._wall)
+            self.cpu.append(cpu - self._cpu)
+            self.threads.add(torch.get_num_threads())
         self._wall, self._cpu = wall, cpu
 
 
 class PlainLoop:
     """The replaced trainer's step loop on ``parser``'s pieces, run ``n`` steps at a time."""
 
-    def __init__(self, parser: ConfigParser):
+    def __init__(self, parser: ConfigParser, settle: int):
         from monai_vecl.files import atomic_open
         from monai_vecl.training import diagnostics
         from monai_vecl.training.step import VECLTrainStep
@@ -85,7 +92,7 @@ class PlainLoop:
         clip, every = parser.get_parsed_content("grad_clip"), parser.get_parsed_content("checkpoint_every")
         device = network.intensity_mean.device
         last = Path(parser.get_parsed_content("ckpt_dir")) / "plain_loop.pt"  # beside the engine's last.pt
-        self.timer = Timer()
+        self.timer = Timer(settle)
 
         def steps() -> Iterator[None]:
             sums: dict[str, float] = {}
@@ -124,9 +131,9 @@ class PlainLoop:
 class EngineLoop:
     """``train#trainer`` (``parser`` without its ``ValidationHandler``), paused by ``interrupt()`` every ``n`` steps."""
 
-    def __init__(self, parser: ConfigParser):
+    def __init__(self, parser: ConfigParser, settle: int):
         self.trainer = parser.get_parsed_content("train#trainer")
-        self.timer = Timer()
+        self.timer = Timer(settle)
         self._left = 0
         self.trainer.add_event_handler(Events.ITERATION_COMPLETED, self._tick)
 
@@ -165,6 +172,7 @@ def main() -> None:
     args.add_argument("--steps", type=int, default=25, help="steps of each arm per round")
     args.add_argument("--repeats", type=int, default=3, help="rounds (each arm once per round, order alternating)")
     args.add_argument("--warmup", type=int, default=3, help="steps of each arm run first and left out")
+    args.add_argument("--settle", type=int, default=2, help="steps left out at the start of every block")
     args.add_argument("overrides", nargs="*", help="bundle overrides key=value")
     opts = args.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -172,7 +180,8 @@ def main() -> None:
         parser = parser_for(Path(tmp), opts.overrides)
         # before anything is parsed: setting a key drops what the parser has built
         parser["train#handlers"] = [h for h in parser["train#handlers"] if h["_target_"] != "ValidationHandler"]
-        arms = {"plain loop (baseline)": PlainLoop(parser), "VECLTrainer (MONAI engines)": EngineLoop(parser)}
+        arms = {"plain loop (baseline)": PlainLoop(parser, opts.settle),
+                "VECLTrainer (MONAI engines)": EngineLoop(parser, opts.settle)}
         for arm in arms.values():
             arm.run(opts.warmup)
             arm.timer.wall, arm.timer.cpu = [], []
@@ -189,7 +198,8 @@ def main() -> None:
           f"{'ratio':>6s} {'CPU s/step':>10s} {'ratio':>6s} {'paired':>6s} {'threads':>7s}")
     for name, arm in arms.items():
         wall, cpu, fast = statistics.median(arm.timer.wall), statistics.median(arm.timer.cpu), fastest_decile(arm.timer.wall)
-        paired = [paired_ratio(getattr(arm.timer, k), getattr(base, k), opts.steps) for k in ("wall", "cpu")]
+        paired = [paired_ratio(getattr(arm.timer, k), getattr(base, k), opts.steps - opts.settle)
+                  for k in ("wall", "cpu")]
         print(f"{name:30s} {len(arm.timer.wall):5d} {wall:11.3f} {wall / base_wall:6.3f} {paired[0]:6.3f} {fast:11.3f} "
               f"{fast / base_fast:6.3f} {cpu:10.3f} {cpu / base_cpu:6.3f} {paired[1]:6.3f} "
               f"{sorted(arm.timer.threads)!s:>7s}")
