@@ -36,7 +36,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import torch
-from ignite.engine import Events
+from ignite.engine import Engine, Events
 from monai.bundle import ConfigParser
 
 BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "vecl_cxr"
@@ -95,7 +95,7 @@ class PlainLoop:
         self.timer = Timer(settle)
 
         def steps() -> Iterator[None]:
-            sums: dict[str, float] = {}
+            sums: dict[str, float] = {}  # the epoch means' running sums, as the replaced trainer kept them
             batches = itertools.chain.from_iterable(loader.epoch(e) for e in itertools.count())
             for done, batch in enumerate(batches, 1):
                 network.train()
@@ -137,7 +137,7 @@ class EngineLoop:
         self._left = 0
         self.trainer.add_event_handler(Events.ITERATION_COMPLETED, self._tick)
 
-    def _tick(self, engine) -> None:
+    def _tick(self, engine: Engine) -> None:
         self.timer.tick()
         self._left -= 1
         if self._left == 0:
