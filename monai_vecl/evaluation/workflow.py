@@ -29,7 +29,7 @@ from monai.utils import CommonKeys
 from monai_vecl import metrics
 from monai_vecl.data.manifest import Record, class_labels, image_path, read_manifest
 from monai_vecl.files import sha256_file
-from monai_vecl.inference.engine import LoadGrayd, ZeroShotInferer, labeled_dataset
+from monai_vecl.inference.engine import ERROR_KEY, LoadGrayd, ZeroShotInferer, labeled_dataset
 from monai_vecl.inference.zero_shot import MODES, load_weights, pnc
 from monai_vecl.thresholds import ThresholdTable, save_thresholds
 
@@ -47,9 +47,6 @@ class SkipLog:
         item = {"image": record.image, "split": record.split, "reason": reason}
         if item not in self.items:
             self.items.append(item)
-
-
-ERROR_KEY = "error"  # where LoadGrayd marks an unreadable image
 
 
 def _readable(batch: dict, skipped: SkipLog, records: Sequence[Record]) -> list[int]:

@@ -25,6 +25,10 @@ from monai_vecl.data.preprocess import preprocess_gray, read_gray
 from monai_vecl.inference.zero_shot import NEG_TEMPLATE, POS_TEMPLATE, ZeroShotClassifier, pnc
 
 
+#: The item key where :class:`LoadGrayd` says why an image could not be read (``""`` when it could).
+ERROR_KEY = "error"
+
+
 class LoadGrayd(MapTransform):
     """Image file path → network input [3, S, S] in [0, 1]: :func:`read_gray` then :func:`preprocess_gray`,
     exactly the evaluation and deployment preprocessing.

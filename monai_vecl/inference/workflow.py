@@ -22,6 +22,7 @@ from monai.utils import CommonKeys
 from monai_vecl.data.manifest import image_path, read_manifest
 from monai_vecl.data.preprocess import is_dicom
 from monai_vecl.files import atomic_open, sha256_file, write_json
+from monai_vecl.inference.engine import ERROR_KEY
 from monai_vecl.inference.zero_shot import MODES, pnc
 from monai_vecl.taxonomy import class_key
 from monai_vecl.thresholds import ThresholdTable, load_checked
@@ -98,7 +99,7 @@ class ZeroShotWriter:
 
     def __init__(self, output_dir: str | os.PathLike, class_names: Sequence[str], score_mode: str = "pnc",
                  thresholds: ThresholdTable | None = None, inputs: ImageInputs | None = None, name_key: str = "name",
-                 error_key: str = "error"):
+                 error_key: str = ERROR_KEY):
         if score_mode not in MODES:
             raise ValueError(f"score_mode must be one of {MODES}, got {score_mode!r}")
         self.output_dir, self.class_names, self.score_mode = Path(output_dir), tuple(class_names), score_mode
